@@ -1,0 +1,31 @@
+// The op contract both backends implement (see op_list.inc for the conventions).
+#pragma once
+#include "core/tensor.h"
+
+namespace bk {
+
+// A compute stream; the CPU backend ignores it, the CUDA backend reads a cudaStream_t from it.
+struct Stream {
+  void* handle = nullptr;
+};
+
+// One AdamW step's scalars.
+struct AdamWStep {
+  float lr = 0;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0;  // decoupled: w -= lr * wd * w
+  float grad_scale = 1;    // clip coefficient applied to g
+  int64_t step = 1;        // 1-based, for bias correction
+};
+
+namespace ops {
+#include "kernels/op_list.inc"
+}  // namespace ops
+
+namespace cpu {
+#include "kernels/op_list.inc"
+}  // namespace cpu
+
+}  // namespace bk

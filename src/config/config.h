@@ -1,0 +1,96 @@
+// Typed, validated configuration. YAML (config/load.cpp) -> these plain structs; every key is
+// declared once in the schema (config/schema.cpp) with its type, default, range and doc, and
+// docs/config.md is generated from that schema.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bk {
+
+struct RunConfig {
+  std::string name = "run";        // run.name
+  std::string dir;                 // run.dir; empty -> runs/<name>
+  uint64_t seed = 1234;            // run.seed
+  std::string device = "auto";     // auto | cpu | cuda
+  int threads = 0;                 // CPU threads (OpenMP + OpenBLAS); 0 = all cores
+};
+
+struct ModelConfig {
+  int vocab_size = 2048;
+  int dim = 128;            // C
+  int n_layers = 4;         // blocks; each has an attention and an FFN sublayer
+  int n_heads = 4;          // head_dim = dim / n_heads
+  int ffn_dim = 384;        // SwiGLU hidden width
+  int seq_len = 128;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-6;
+  double init_std = 0.02;   // output projections use init_std / sqrt(2 * n_layers)
+};
+
+struct DataConfig {
+  std::string train;        // token shard (tools/prepare_data output)
+  std::string val;          // validation shard; empty = no validation
+};
+
+struct TrainingConfig {
+  int64_t steps = 300;
+  int micro_batch_size = 16;   // sequences per micro-batch
+  int global_batch_size = 16;  // sequences per optimizer step = micro * num_microbatches * dp
+  double max_grad_norm = 1.0;  // 0 disables clipping
+  int log_interval = 10;
+  int eval_interval = 100;     // 0 disables periodic validation
+  int eval_batches = 8;        // micro-batches per validation
+};
+
+struct LrSchedule {
+  std::string kind = "cosine";  // cosine | step | constant
+  int64_t warmup_steps = 30;
+  double min_lr_ratio = 0.1;                   // cosine floor, as a fraction of lr
+  std::vector<double> decay_at = {0.8, 0.9};   // step: fractions of training.steps
+  std::vector<double> decay_factors = {0.316, 0.1};  // step: lr multiplier from each point on
+};
+
+struct OptimizerConfig {
+  double lr = 3e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.1;  // not applied to norms and biases
+  LrSchedule schedule;
+};
+
+struct ParallelConfig {
+  int dp = 1;
+  int pp = 1;
+  int ep = 1;
+};
+
+struct CheckpointConfig {
+  int interval = 0;       // save every N steps (and at the end); 0 = only at the end
+  bool save_final = true;
+};
+
+struct LoggingConfig {
+  std::string level = "info";  // trace | debug | info | warn | error
+  bool jsonl = true;           // RUN_DIR/metrics.jsonl
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  TrainingConfig training;
+  OptimizerConfig optimizer;
+  ParallelConfig parallel;
+  CheckpointConfig checkpoint;
+  LoggingConfig logging;
+
+  std::string source;  // file the config came from (for messages)
+  int num_microbatches() const {
+    return global_batch_size_per_dp() / training.micro_batch_size;
+  }
+  int global_batch_size_per_dp() const { return training.global_batch_size / parallel.dp; }
+};
+
+}  // namespace bk
