@@ -1,6 +1,7 @@
-// Typed, validated configuration. YAML (config/load.cpp) -> these plain structs; every key is
-// declared once in the schema (config/schema.cpp) with its type, default, range and doc, and
-// docs/config.md is generated from that schema.
+// Typed, validated configuration. YAML (config/load.h) -> these plain structs; every key is
+// declared once in the schema (config/schema.cpp) with its type, range and doc, its default is
+// the member initialiser below, and docs/config.md is generated from that schema. A new field
+// needs one line in the schema table (tests/unit/config checks that every field has one).
 #pragma once
 #include <cstdint>
 #include <string>

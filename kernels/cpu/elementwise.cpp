@@ -1,0 +1,56 @@
+// Elementwise helpers: residual add, copy, and the sum of squares behind the global grad norm.
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/common.h"
+
+namespace bk::cpu {
+
+void add_inplace(Tensor y, Tensor x, Stream) {
+  const char* op = "add_inplace";
+  const DType dt = float_dtype(op, {{"y", y}, {"x", x}});
+  check_shapes(op, y.shape == x.shape, "y and x of one shape", {{"y", y}, {"x", x}});
+  const int64_t n = y.numel();
+  dispatch(dt, [&]<typename T>() {
+    T* py = y.ptr<T>();
+    const T* px = x.ptr<T>();
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) py[i] += px[i];
+  });
+}
+
+// Any dtype (tokens and indices too), bytes as they are.
+void copy(Tensor dst, Tensor src, Stream) {
+  const char* op = "copy";
+  check_cpu(op, {"dst", dst});
+  check_cpu(op, {"src", src});
+  BK_CHECK(dst.dtype == src.dtype, "{}: dst is {} but src is {}", op, dtype_name(dst.dtype),
+           dtype_name(src.dtype));
+  check_shapes(op, dst.shape == src.shape, "dst and src of one shape", {{"dst", dst}, {"src", src}});
+  if (dst.data != src.data && dst.nbytes() > 0) std::memmove(dst.data, src.data, dst.nbytes());
+}
+
+// Fixed chunks, each summed in order, then the chunk sums in order: the result depends on
+// neither the thread count nor the schedule.
+double sum_squares(Tensor x, Stream) {
+  const char* op = "sum_squares";
+  const DType dt = float_dtype(op, {{"x", x}});
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t n = x.numel(), nchunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(nchunks));
+  dispatch(dt, [&]<typename T>() {
+    const T* px = x.ptr<T>();
+#pragma omp parallel for schedule(static) if (nchunks > 1)
+    for (int64_t c = 0; c < nchunks; ++c) {
+      double s = 0;
+      const int64_t end = std::min(n, (c + 1) * kChunk);
+      for (int64_t i = c * kChunk; i < end; ++i) s += double(px[i]) * double(px[i]);
+      partial[c] = s;
+    }
+  });
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+}  // namespace bk::cpu

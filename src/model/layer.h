@@ -1,0 +1,60 @@
+// Layer: the unit the model, the pipeline stages and recomputation are built from.
+//
+// A layer maps a hidden-state tensor x to y. It has an explicit forward and a backward split in
+// two, as in llm.c with the pipeline's needs added:
+//   forward(mb, x, y)         y = f(x); saves what the backward needs under mb.id
+//   backward_input(mb, dy, dx) dx = J^T dy; keeps what the weight gradient needs
+//   backward_weight(mb)        accumulates parameter gradients, then frees mb's saved state
+// Saved state is kept per micro-batch, so several micro-batches can be in flight (pipeline
+// schedules) and a weight gradient can run long after its input gradient (zero-bubble "W").
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "core/tensor.h"
+#include "model/param.h"
+
+namespace bk {
+
+struct MicroBatch {
+  int id = 0;                         // unique among micro-batches in flight
+  int B = 0, T = 0;                   // sequences and sequence length; N = B*T tokens
+  const int32_t* tokens = nullptr;    // [N] inputs
+  const int32_t* targets = nullptr;   // [N] next tokens (< 0 = ignored)
+  float loss_scale = 1.0f;            // d(objective)/d(per-token loss), e.g. 1/tokens per step
+  bool keep = true;                   // false: forward only (evaluation), nothing is saved
+
+  int64_t tokens_count() const { return int64_t(B) * T; }
+};
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+  virtual std::string name() const = 0;
+  virtual void forward(const MicroBatch& mb, Tensor x, Tensor y) = 0;
+  virtual void backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) = 0;
+  virtual void backward_weight(const MicroBatch& mb) = 0;
+  virtual ParamList params() { return {}; }
+  // Width of y per token (x of the next layer); the head's y is one loss per token.
+  virtual int64_t out_width() const = 0;
+};
+
+// Saved state of one layer, keyed by micro-batch id.
+template <typename Saved>
+class PerMicroBatch {
+ public:
+  Saved& put(int mb) { return map_[mb] = Saved{}; }
+  Saved& at(int mb) {
+    auto it = map_.find(mb);
+    BK_CHECK(it != map_.end(), "no saved activations for micro-batch {} (backward before forward?)", mb);
+    return it->second;
+  }
+  void drop(int mb) { map_.erase(mb); }
+  size_t in_flight() const { return map_.size(); }
+
+ private:
+  std::map<int, Saved> map_;
+};
+
+}  // namespace bk

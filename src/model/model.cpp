@@ -1,0 +1,91 @@
+#include "model/model.h"
+
+#include <cmath>
+
+#include "core/buffer.h"
+#include "model/attention.h"
+#include "model/embedding.h"
+#include "model/ffn.h"
+#include "model/head.h"
+#include "model/residual.h"
+
+namespace bk {
+
+Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
+  const double std = cfg.init_std;
+  // Output projections feed the residual sum of 2L sublayers: scale them so its variance
+  // does not grow with depth (GPT-2).
+  const double out_std = cfg.init_std / std::sqrt(2.0 * cfg.n_layers);
+  const float eps = float(cfg.norm_eps);
+
+  auto embed = std::make_unique<Embedding>(cfg.vocab_size, cfg.dim);
+  embed->init(seed, std);
+  layers_.push_back(std::move(embed));
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const std::string p = "layers." + std::to_string(l);
+    AttentionShape as{cfg.dim, cfg.n_heads, float(cfg.rope_theta), eps};
+    auto attn = std::make_unique<Attention>(p + ".attn", as);
+    attn->init(seed, std, out_std);
+    layers_.push_back(std::make_unique<Residual>(p + ".attn_conn", std::move(attn)));
+    auto ffn = std::make_unique<Ffn>(p + ".ffn", cfg.dim, cfg.ffn_dim, eps);
+    ffn->init(seed, std, out_std);
+    layers_.push_back(std::make_unique<Residual>(p + ".ffn_conn", std::move(ffn)));
+  }
+  auto head = std::make_unique<Head>(cfg.vocab_size, cfg.dim, eps);
+  head->init(seed, std);
+  layers_.push_back(std::move(head));
+}
+
+double Model::forward(const MicroBatch& mb) {
+  const int64_t N = mb.tokens_count();
+  Buffer cur({N, 1});  // the embedding ignores its input
+  for (auto& layer : layers_) {
+    Buffer next({N, layer->out_width()});
+    layer->forward(mb, cur, next);
+    cur = std::move(next);
+  }
+  const float* losses = cur.ptr<float>();
+  double sum = 0;
+  for (int64_t i = 0; i < N; ++i) sum += losses[i];
+  return sum;
+}
+
+void Model::backward(const MicroBatch& mb) {
+  const int64_t N = mb.tokens_count();
+  Buffer dy({N, 1});  // the head is the root; it seeds its own gradient
+  for (size_t i = layers_.size(); i-- > 0;) {
+    const int64_t in_width = i > 0 ? layers_[i - 1]->out_width() : 1;
+    Buffer dx({N, in_width});
+    layers_[i]->backward_input(mb, dy, dx);
+    dy = std::move(dx);
+  }
+  for (size_t i = layers_.size(); i-- > 0;) layers_[i]->backward_weight(mb);
+}
+
+ParamList Model::params() {
+  ParamList out;
+  for (auto& layer : layers_)
+    for (Param* p : layer->params()) out.push_back(p);
+  return out;
+}
+
+int64_t Model::num_params() const {
+  int64_t n = 0;
+  for (auto& layer : layers_)
+    for (Param* p : layer->params()) n += p->value.numel();
+  return n;
+}
+
+int64_t Model::num_matmul_params() const {
+  int64_t n = 0;
+  for (auto& layer : layers_)
+    for (Param* p : layer->params())
+      if (p->value.shape().ndim == 2 && p->name != "embed.weight") n += p->value.numel();
+  return n;
+}
+
+double Model::flops_per_token() const {
+  return 6.0 * double(num_matmul_params()) + 6.0 * cfg_.n_layers * double(cfg_.seq_len) * cfg_.dim;
+}
+
+}  // namespace bk

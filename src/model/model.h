@@ -1,0 +1,37 @@
+// Model: the dense decoder as an ordered list of layers
+//   embed -> [attn_conn(attn), ffn_conn(ffn)] x n_layers -> head (final norm, W_head, loss)
+// A pipeline stage is a contiguous range of this list.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "config/config.h"
+#include "model/layer.h"
+
+namespace bk {
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, uint64_t seed);
+
+  // Runs every layer forward on mb; returns the sum of the per-token losses (in double).
+  double forward(const MicroBatch& mb);
+  // Input gradients through every layer in reverse, then every weight gradient (accumulated).
+  void backward(const MicroBatch& mb);
+
+  ParamList params();
+  const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
+  const ModelConfig& config() const { return cfg_; }
+
+  int64_t num_params() const;
+  // Parameters that take part in matrix products (all but the embedding table and norms).
+  int64_t num_matmul_params() const;
+  // Training FLOPs per token: 6 * matmul params + causal attention 6 * n_layers * seq_len * dim.
+  double flops_per_token() const;
+
+ private:
+  ModelConfig cfg_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+};
+
+}  // namespace bk

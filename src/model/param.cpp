@@ -1,0 +1,16 @@
+#include "model/param.h"
+
+namespace bk {
+
+void Param::init_normal(uint64_t seed, double std) {
+  Rng rng(seed, Rng::stream_of(name));
+  float* p = value.ptr<float>();
+  for (int64_t i = 0; i < value.numel(); ++i) p[i] = float(std * rng.normal());
+}
+
+void Param::fill(float v) {
+  float* p = value.ptr<float>();
+  for (int64_t i = 0; i < value.numel(); ++i) p[i] = v;
+}
+
+}  // namespace bk

@@ -1,0 +1,28 @@
+// Param: one trainable tensor with its gradient, under its global name
+// (e.g. "layers.3.attn.wq.weight"), so checkpoints do not depend on the parallel layout.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/buffer.h"
+#include "core/rng.h"
+
+namespace bk {
+
+struct Param {
+  std::string name;
+  Buffer value;
+  Buffer grad;        // accumulated over the micro-batches of a step
+  bool decay = true;  // AdamW weight decay applies (false for norms, biases, static coefficients)
+
+  Param() = default;
+  Param(std::string n, Shape shape, bool decay_) : name(std::move(n)), value(shape), grad(shape), decay(decay_) {}
+
+  // Fill with N(0, std^2) from the parameter's own random stream (seed, name).
+  void init_normal(uint64_t seed, double std);
+  void fill(float v);
+};
+
+using ParamList = std::vector<Param*>;
+
+}  // namespace bk

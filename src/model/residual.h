@@ -1,0 +1,27 @@
+// Residual: the `baseline` connector around a sublayer F (n = 1 stream):
+//   y = x + F(x)        (F carries its own pre-norm, so this is a pre-norm residual network)
+// The hc and mhc connectors wrap F the same way with n streams.
+#pragma once
+#include <memory>
+
+#include "model/layer.h"
+
+namespace bk {
+
+class Residual : public Layer {
+ public:
+  Residual(std::string name, std::unique_ptr<Layer> f) : name_(std::move(name)), f_(std::move(f)) {}
+  std::string name() const override { return name_; }
+  void forward(const MicroBatch& mb, Tensor x, Tensor y) override;
+  void backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) override;
+  void backward_weight(const MicroBatch& mb) override { f_->backward_weight(mb); }
+  ParamList params() override { return f_->params(); }
+  int64_t out_width() const override { return f_->out_width(); }
+  Layer& sublayer() { return *f_; }
+
+ private:
+  std::string name_;
+  std::unique_ptr<Layer> f_;
+};
+
+}  // namespace bk

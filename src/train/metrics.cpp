@@ -1,0 +1,54 @@
+#include "train/metrics.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace bk {
+
+MetricsLog::MetricsLog(const std::string& path) {
+  if (path.empty()) return;
+  out_.open(path, std::ios::app);
+  BK_CHECK(out_.good(), "cannot open metrics file {}", path);
+}
+
+void MetricsLog::write(const StepMetrics& m) {
+  if (!out_.is_open()) return;
+  nlohmann::ordered_json j = {
+      {"step", m.step},          {"loss", m.loss},   {"grad_norm", m.grad_norm},
+      {"clip_scale", m.clip_scale}, {"lr", m.lr},    {"tokens", m.tokens},
+      {"tokens_per_s", m.tokens_per_s}, {"ms_per_step", m.ms_per_step}, {"mfu", m.mfu},
+      {"elapsed_s", m.elapsed_s},
+  };
+  if (m.val_loss) {
+    j["val_loss"] = *m.val_loss;
+    j["val_ppl"] = std::exp(*m.val_loss);
+  }
+  out_ << j.dump() << '\n';
+  out_.flush();
+}
+
+std::string format_duration(double s) {
+  if (!(s >= 0) || std::isinf(s)) return "?";
+  int64_t t = int64_t(s + 0.5);
+  if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
+  if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
+  return fmt::format("{}s", t);
+}
+
+std::string progress_line(const StepMetrics& m) {
+  const int width = int(fmt::format("{}", m.total_steps).size());
+  const double tps = m.tokens_per_s;
+  const std::string rate = tps >= 1e6 ? fmt::format("{:.2f}M", tps / 1e6)
+                           : tps >= 1e3 ? fmt::format("{:.1f}k", tps / 1e3)
+                                        : fmt::format("{:.0f}", tps);
+  const double eta = m.ms_per_step * 1e-3 * double(m.total_steps - m.step);
+  return fmt::format("step {:>{}}/{} | loss {:.4f} | gnorm {:.3f}{} | lr {:.2e} | {} tok/s | {:.0f} ms | MFU {:.1f}% | eta {}",
+                     m.step, width, m.total_steps, m.loss, m.grad_norm, m.clip_scale < 1 ? "*" : "",
+                     m.lr, rate, m.ms_per_step, 100 * m.mfu, format_duration(eta));
+}
+
+}  // namespace bk

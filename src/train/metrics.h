@@ -1,0 +1,40 @@
+// Per-step metrics: one JSON object per step in RUN_DIR/metrics.jsonl (keys in
+// docs/metrics.md) and the console progress line every log interval.
+#pragma once
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace bk {
+
+struct StepMetrics {
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  double loss = 0;          // mean per-token training loss of the step
+  double grad_norm = 0;     // before clipping
+  double clip_scale = 1;    // gradient scale applied (1 = not clipped)
+  double lr = 0;
+  int64_t tokens = 0;       // tokens seen so far (all ranks)
+  double tokens_per_s = 0;
+  double ms_per_step = 0;
+  double mfu = 0;           // model FLOPs utilisation, fraction of the peak
+  double elapsed_s = 0;     // since training started
+  std::optional<double> val_loss;
+};
+
+class MetricsLog {
+ public:
+  // path empty: no JSONL file.
+  explicit MetricsLog(const std::string& jsonl_path);
+  void write(const StepMetrics& m);
+
+ private:
+  std::ofstream out_;
+};
+
+// "step   10/300 | loss 5.1234 | gnorm 0.812 | lr 1.00e-03 | 12.3k tok/s | 165 ms | MFU 11.2% | eta 1m05s"
+std::string progress_line(const StepMetrics& m);
+std::string format_duration(double seconds);
+
+}  // namespace bk

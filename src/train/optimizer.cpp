@@ -1,0 +1,47 @@
+#include "train/optimizer.h"
+
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace bk {
+
+AdamW::AdamW(const OptimizerConfig& cfg, ParamList params) : cfg_(cfg), params_(std::move(params)) {
+  for (Param* p : params_) {
+    m_.emplace_back(p->value.shape());
+    v_.emplace_back(p->value.shape());
+  }
+}
+
+double AdamW::grad_norm() const {
+  double sum = 0;
+  for (Param* p : params_) sum += ops::sum_squares(p->grad);
+  return std::sqrt(sum);
+}
+
+void AdamW::step(double lr, double clip_scale) {
+  ++t_;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Param* p = params_[i];
+    AdamWStep s;
+    s.lr = float(lr);
+    s.beta1 = float(cfg_.beta1);
+    s.beta2 = float(cfg_.beta2);
+    s.eps = float(cfg_.eps);
+    s.weight_decay = p->decay ? float(cfg_.weight_decay) : 0.0f;
+    s.grad_scale = float(clip_scale);
+    s.step = t_;
+    ops::adamw_update(p->value, p->grad, m_[i], v_[i], s);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (Param* p : params_) p->grad.zero();
+}
+
+double clip_scale(double grad_norm, double max_norm) {
+  if (max_norm <= 0 || !(grad_norm > max_norm)) return 1.0;
+  return max_norm / (grad_norm + 1e-6);
+}
+
+}  // namespace bk

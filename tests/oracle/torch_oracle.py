@@ -1,0 +1,346 @@
+#!/usr/bin/python3
+"""Torch oracle for Birkhoff's dense model.
+
+Reads the safetensors file written by `oracle_dump_step` (tests/oracle/dump_step.cpp): the fp32
+weights, the tokens and targets of one step of M micro-batches, and the loss and gradients the
+C++ model computed. Rebuilds the same model here, independently, as ordinary PyTorch
+(nn.functional + autograd) in float64, and checks the loss and every gradient.
+
+Run with Debian's interpreter, which sees `python3-torch` (CPU) and `python3-numpy`:
+    /usr/bin/python3 tests/oracle/torch_oracle.py step.safetensors
+
+The model (see docs/architecture.md and src/model/):
+    x = embed[tokens]
+    per layer:  x = x + Wo attn(rope(Wq n), rope(Wk n), Wv n),      n = rmsnorm(x, attn.norm)
+                x = x + W2 (silu(W1 n) * W3 n),                      n = rmsnorm(x, ffn.norm)
+    logits = head(rmsnorm(x, final_norm)),  per-token cross-entropy
+    rmsnorm(x, w) = x / sqrt(mean(x^2) + eps) * w
+    causal softmax attention, scale 1/sqrt(D), heads of width D = C / H
+    RoPE, half-split ("rotate_half"): the pair (i, i + D/2) at position t rotates by
+    t * theta^(-2i/D), positions counted from 0 in every sequence.
+Loss reduction (the trainer's, see dump_step.cpp): targets < 0 are ignored, and
+    loss = sum of CE over non-ignored tokens / (all tokens of the step, M * B * T).
+
+Tolerances. The C++ model computes in fp32 (unit roundoff u = 2^-24 = 6e-8); the oracle computes
+in float64 from the same fp32 weights, so its result is exact to ~1e-16 and the difference is
+the C++ rounding error alone. Every value is a chain of dot products and reductions of length
+K <= max(C, F, V, T, tokens) (a few hundred here), each with a relative error of about
+sqrt(K) * u ~ 1e-6 (K * u ~ 1e-5 in the worst case), compounded over the 2L + 2 sublayers of the
+forward and the backward of a network that is well conditioned at initialisation (pre-norm,
+residual). Measured: ~1e-8 for the loss and <= 1.2e-6 for every gradient (the ctest shapes, and
+V=2048 C=128 L=4 T=128). So:
+    loss:      |loss_bk - loss_torch| / |loss_torch|          <= 1e-5
+    gradients: ||g_bk - g_torch||_F / ||g_torch||_F per tensor <= 1e-4
+about 100x above the fp32 noise, and 100x below what a real error gives (a sign or convention
+slip, a missing term, a wrong scale, an off-by-one in a mask or a position: 1e-2 to 1; see
+--mutate, which injects such slips into the oracle to show each one is caught). The bound
+assumes init-scale weights: a deliberately ill-conditioned model (--init-std 0.5, peaked
+softmaxes, loss far above ln V) amplifies fp32 rounding to ~6e-5, near the tolerance.
+
+Exit status: 0 when every check passes; 1 when a tensor is off, missing or unexpected, or the
+file is malformed; 2 when torch or numpy cannot be imported. With --expect-fail the status of
+the comparison is inverted (for the self-test that a mutated oracle is rejected).
+"""
+
+import argparse
+import json
+import math
+import sys
+
+try:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+except ImportError as e:  # a FAIL, not a skip: the setup script installs these
+    print(f"torch_oracle: cannot import {e.name} ({e}) with {sys.executable}.\n"
+          "torch_oracle: install Debian's packages: apt-get install python3-torch python3-numpy "
+          "(tools/setup.sh does), and run the oracle with /usr/bin/python3.", file=sys.stderr)
+    sys.exit(2)
+
+LOSS_RTOL = 1e-5
+GRAD_RTOL = 1e-4
+MUTATE = None  # --mutate, for the self-test
+
+
+class OracleError(Exception):
+    pass
+
+
+# ---- safetensors, from the format spec ---------------------------------------------------------
+# 8-byte little-endian u64 N, N bytes of UTF-8 JSON {name: {dtype, shape, data_offsets: [b, e]},
+# "__metadata__": {str: str}}, then the byte buffer; offsets are relative to the buffer start.
+
+_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
+           "I16": "<i2", "I8": "i1", "U8": "u1", "BOOL": "?"}
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise OracleError(f"{path}: truncated ({len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if 8 + n > len(data):
+        raise OracleError(f"{path}: header length {n} exceeds the file size {len(data)}")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except ValueError as e:
+        raise OracleError(f"{path}: header is not valid JSON: {e}")
+    if not isinstance(header, dict):
+        raise OracleError(f"{path}: header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    base, size = 8 + n, len(data) - 8 - n
+    tensors, spans = {}, []
+    for name, e in header.items():
+        dt = _DTYPES.get(e.get("dtype"))
+        if dt is None:
+            raise OracleError(f"{path}: tensor {name}: unknown dtype {e.get('dtype')!r}")
+        shape = [int(s) for s in e["shape"]]
+        begin, end = (int(o) for o in e["data_offsets"])
+        count = math.prod(shape)
+        if not (0 <= begin <= end <= size) or end - begin != count * np.dtype(dt).itemsize:
+            raise OracleError(f"{path}: tensor {name}: offsets [{begin}, {end}) do not hold "
+                              f"{e['dtype']} {shape} within a {size}-byte buffer")
+        arr = np.frombuffer(data, dtype=dt, count=count, offset=base + begin).reshape(shape)
+        if e["dtype"] == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        tensors[name] = (e["dtype"], arr)
+        spans.append((begin, end, name))
+    spans.sort()
+    for (b0, e0, n0), (b1, e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise OracleError(f"{path}: tensors {n0} and {n1} overlap")
+    return tensors, meta
+
+
+# ---- the model, in torch -----------------------------------------------------------------------
+
+def expected_params(cfg):
+    """Name -> shape of every parameter, from the architecture (not from the file)."""
+    V, C, Fd = cfg["vocab_size"], cfg["dim"], cfg["ffn_dim"]
+    shapes = {"embed.weight": (V, C)}
+    for l in range(cfg["n_layers"]):
+        p = f"layers.{l}"
+        shapes[f"{p}.attn.norm.weight"] = (C,)
+        for w in ("wq", "wk", "wv", "wo"):
+            shapes[f"{p}.attn.{w}.weight"] = (C, C)
+        shapes[f"{p}.ffn.norm.weight"] = (C,)
+        shapes[f"{p}.ffn.w1.weight"] = (Fd, C)
+        shapes[f"{p}.ffn.w3.weight"] = (Fd, C)
+        shapes[f"{p}.ffn.w2.weight"] = (C, Fd)
+    shapes["final_norm.weight"] = (C,)
+    shapes["head.weight"] = (V, C)
+    return shapes
+
+
+def rms_norm(x, w, eps):
+    if MUTATE == "norm_unweighted":
+        w = 1 + 0 * w  # the forward ignores w (its gradient is then 0)
+    return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * w
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def rope(x, theta, mutate):
+    """x: [B, H, T, D]; the half-split rotary embedding, positions 0..T-1."""
+    T, D = x.shape[-2], x.shape[-1]
+    inv_freq = theta ** (-torch.arange(0, D, 2, dtype=torch.float64) / D)      # theta^(-2i/D)
+    if mutate == "rope_freq":  # theta^(-i/D): a common slip in the exponent
+        inv_freq = theta ** (-torch.arange(0, D // 2, dtype=torch.float64) / D)
+    pos = torch.arange(T, dtype=torch.float64)  # (a shift of all positions is invisible: RoPE is relative)
+    angle = torch.outer(pos, inv_freq)                                            # [T, D/2]
+    if mutate == "rope_sign":
+        angle = -angle
+    if mutate == "rope_interleaved":  # the GPT-J convention: pairs (2i, 2i+1)
+        xr = x.unflatten(-1, (D // 2, 2))
+        c, s = angle.cos(), angle.sin()
+        return torch.stack((xr[..., 0] * c - xr[..., 1] * s, xr[..., 1] * c + xr[..., 0] * s),
+                           dim=-1).flatten(-2)
+    cos = torch.cat((angle.cos(), angle.cos()), dim=-1)
+    sin = torch.cat((angle.sin(), angle.sin()), dim=-1)
+    return x * cos + rotate_half(x) * sin
+
+
+def attention(x, p, pre, cfg, mutate):
+    Bn, T, C = x.shape
+    H = cfg["n_heads"]
+    D = C // H
+    n = rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"])
+    heads = lambda t: t.view(Bn, T, H, D).transpose(1, 2)                        # [B, H, T, D]
+    q = rope(heads(F.linear(n, p[f"{pre}.wq.weight"])), cfg["rope_theta"], mutate)
+    k = rope(heads(F.linear(n, p[f"{pre}.wk.weight"])), cfg["rope_theta"], mutate)
+    v = heads(F.linear(n, p[f"{pre}.wv.weight"]))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(D)
+    if mutate != "no_causal_mask":
+        future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
+        scores = scores.masked_fill(future, float("-inf"))
+    out = torch.softmax(scores, dim=-1) @ v                                      # [B, H, T, D]
+    return F.linear(out.transpose(1, 2).reshape(Bn, T, C), p[f"{pre}.wo.weight"])
+
+
+def ffn(x, p, pre, cfg, mutate):
+    n = rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"])
+    gate, up = p[f"{pre}.w1.weight"], p[f"{pre}.w3.weight"]
+    if mutate == "swap_gate_up":
+        gate, up = up, gate
+    return F.linear(F.silu(F.linear(n, gate)) * F.linear(n, up), p[f"{pre}.w2.weight"])
+
+
+def step_loss(p, tokens, targets, cfg, mutate):
+    """tokens, targets: [S, T] (all sequences of the step); returns the scalar step loss."""
+    x = F.embedding(tokens, p["embed.weight"])
+    for l in range(cfg["n_layers"]):
+        x = x + attention(x, p, f"layers.{l}.attn", cfg, mutate)
+        x = x + ffn(x, p, f"layers.{l}.ffn", cfg, mutate)
+    logits = F.linear(rms_norm(x, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
+    logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+    if mutate == "mean_over_valid":  # PyTorch's default reduction, not the trainer's
+        return F.cross_entropy(logits, targets, ignore_index=-1)
+    ce = F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
+    return ce / targets.numel()
+
+
+# ---- comparison --------------------------------------------------------------------------------
+
+def fmt_row(cols, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def print_table(rows, title):
+    head = ("tensor", "shape", "|torch|", "rel err", "max abs err", "tol", "status")
+    body = [(r["name"], "x".join(map(str, r["shape"])) or "scalar", f"{r['norm']:.3e}",
+             f"{r['rel']:.2e}", f"{r['maxabs']:.2e}", f"{r['tol']:.0e}", "ok" if r["ok"] else "FAIL")
+            for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
+    print(title)
+    print("  " + fmt_row(head, widths))
+    for b in body:
+        print("  " + fmt_row(b, widths))
+
+
+def compare(name, got, ref, tol):
+    """Relative Frobenius error of got against ref (float64 numpy arrays)."""
+    diff = got - ref
+    norm = float(np.linalg.norm(ref))
+    err = float(np.linalg.norm(diff))
+    rel = err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
+    maxabs = float(np.max(np.abs(diff))) if diff.size else 0.0
+    ok = bool(np.all(np.isfinite(got))) and rel <= tol   # NaN fails: rel <= tol is False
+    return {"name": name, "shape": list(ref.shape), "norm": norm, "rel": rel, "maxabs": maxabs,
+            "tol": tol, "ok": ok}
+
+
+def run(args):
+    tensors, meta = read_safetensors(args.file)
+    if meta.get("format") != "birkhoff-oracle-step/1":
+        raise OracleError(f"{args.file}: not an oracle_dump_step file (format {meta.get('format')!r})")
+    ints = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "seq_len", "micro_batches",
+            "micro_batch_size")
+    cfg = {k: int(meta[k]) for k in ints}
+    # The C++ model holds theta and eps as fp32 (AttentionShape, Norm): use those values.
+    cfg["rope_theta"] = float(np.float32(float(meta["rope_theta"])))
+    cfg["norm_eps"] = float(np.float32(float(meta["norm_eps"])))
+    M, B, T = cfg["micro_batches"], cfg["micro_batch_size"], cfg["seq_len"]
+    print(f"torch_oracle: {args.file}: V={cfg['vocab_size']} C={cfg['dim']} L={cfg['n_layers']} "
+          f"H={cfg['n_heads']} F={cfg['ffn_dim']} T={T} M={M} B={B} theta={cfg['rope_theta']:g} "
+          f"eps={cfg['norm_eps']:g} (torch {torch.__version__}, float64)"
+          + (f", mutation {args.mutate}" if args.mutate else ""))
+
+    # Every tensor the file must hold, with its dtype and shape; the names must match exactly.
+    shapes = expected_params(cfg)
+    want = {f"{k}.{n}": ("F32", shape) for k in ("param", "grad") for n, shape in shapes.items()}
+    want.update({"tokens": ("I32", (M, B, T)), "targets": ("I32", (M, B, T)),
+                 "loss": ("F64", (1,)), "loss_scale": ("F64", (1,))})
+    problems, unusable = [], []  # unusable: needed to run the model at all
+    for n, (dt, shape) in want.items():
+        if n not in tensors:
+            problems.append(f"missing {n}")
+        elif (tensors[n][0], tuple(tensors[n][1].shape)) != (dt, shape):
+            problems.append(f"{n}: {tensors[n][0]} {list(tensors[n][1].shape)}, "
+                            f"expected {dt} {list(shape)}")
+        else:
+            continue
+        if not n.startswith("grad."):
+            unusable.append(n)
+    for n in sorted(set(tensors) - set(want)):
+        problems.append(f"unexpected tensor {n}" + (" (not a parameter of the dense model)"
+                                                   if n.startswith(("param.", "grad.")) else ""))
+    if unusable:
+        print("torch_oracle: FAIL: the file does not hold the dense model's step:")
+        for p in problems:
+            print("  " + p)
+        return 1
+
+    # The step as one batch of M*B sequences (micro-batches are independent sequences).
+    tokens = torch.from_numpy(tensors["tokens"][1].astype(np.int64)).reshape(M * B, T)
+    targets = torch.from_numpy(tensors["targets"][1].astype(np.int64)).reshape(M * B, T)
+    V = cfg["vocab_size"]
+    if tokens.min() < 0 or tokens.max() >= V or targets.max() >= V or targets.min() < -1:
+        raise OracleError("tokens or targets out of range")
+    n_ignored = int((targets < 0).sum())
+    loss_scale = float(tensors["loss_scale"][1][0])
+    if abs(loss_scale * M * B * T - 1) > 1e-6:  # the C++ side seeds with an fp32 1/(M*B*T)
+        problems.append(f"loss_scale {loss_scale!r} is not 1/(M*B*T) = 1/{M * B * T}")
+
+    params = {n: torch.tensor(tensors[f"param.{n}"][1], dtype=torch.float64, requires_grad=True)
+              for n in shapes}
+    loss = step_loss(params, tokens, targets, cfg, args.mutate)
+    loss.backward()
+
+    rows = [compare("loss", tensors["loss"][1].astype(np.float64), np.array([loss.item()]), args.loss_rtol)]
+    for n in shapes:
+        if f"grad.{n}" in tensors and tensors[f"grad.{n}"][1].shape == shapes[n]:
+            rows.append(compare(f"grad.{n}", tensors[f"grad.{n}"][1].astype(np.float64),
+                                params[n].grad.numpy(), args.grad_rtol))
+    bad = [r for r in rows if not r["ok"]]
+    print(f"torch_oracle: loss bk {float(tensors['loss'][1][0]):.9f} torch {loss.item():.9f} "
+          f"({M * B * T} tokens, {n_ignored} ignored)")
+    print_table(rows, "per-tensor errors (rel err = ||bk - torch||_F / ||torch||_F):")
+    worst = max(rows, key=lambda r: r["rel"] / r["tol"])
+    if bad or problems:
+        print(f"torch_oracle: FAIL: {len(bad)} of {len(rows)} tensors outside tolerance"
+              + (f", {len(problems)} other problems" if problems else ""))
+        for p in problems:
+            print("  " + p)
+        if bad:
+            badness = lambda r: r["rel"] / r["tol"] if math.isfinite(r["rel"]) and math.isfinite(r["maxabs"]) else math.inf
+            print_table(sorted(bad, key=badness, reverse=True)[:12], "worst tensors:")
+        return 1
+    print(f"torch_oracle: PASS: loss and {len(rows) - 1} gradients within tolerance "
+          f"(worst {worst['name']} {worst['rel']:.2e}, tolerance {worst['tol']:.0e})")
+    return 0
+
+
+MUTATIONS = ("rope_sign", "rope_freq", "rope_interleaved", "no_causal_mask", "swap_gate_up",
+             "norm_unweighted", "mean_over_valid")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("file", help="safetensors file from oracle_dump_step")
+    ap.add_argument("--loss-rtol", type=float, default=LOSS_RTOL)
+    ap.add_argument("--grad-rtol", type=float, default=GRAD_RTOL)
+    ap.add_argument("--mutate", choices=MUTATIONS,
+                    help="inject this slip into the oracle's model (to show it is caught)")
+    ap.add_argument("--expect-fail", action="store_true",
+                    help="exit 0 only if the comparison fails (use with --mutate)")
+    args = ap.parse_args()
+    global MUTATE
+    MUTATE = args.mutate
+    try:
+        status = run(args)
+    except (OracleError, OSError, KeyError, ValueError) as e:
+        print(f"torch_oracle: FAIL: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    if args.expect_fail:
+        print("torch_oracle: the comparison failed, as expected" if status else
+              "torch_oracle: FAIL: the comparison passed but was expected to fail")
+        return 0 if status else 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+#include "unit/kernels/kernel_testing.h"
+
+namespace bk::test {
+namespace {
+
+TEST(Elementwise, AddInplaceAndCopy) {
+  for (DType dt : {DType::f32, DType::f64}) {
+    Buffer y = cast(randn({3, 5}, 90), dt), x = cast(randn({3, 5}, 91), dt), y0 = clone(y);
+    ops::add_inplace(y, x);
+    for (int64_t i = 0; i < 15; ++i) EXPECT_EQ(get(y, i), dt == DType::f32 ? double(float(get(y0, i) + get(x, i))) : get(y0, i) + get(x, i));
+    Buffer z(Shape{3, 5}, dt);
+    ops::copy(z, x);
+    EXPECT_TRUE(bitwise_equal(z, x));
+  }
+  Buffer a = ids({4, -1, 7}), b({3}, DType::i32);
+  ops::copy(b, a);  // copy takes any dtype
+  EXPECT_TRUE(bitwise_equal(a, b));
+}
+
+// Large enough for several chunks (and several threads); compared with a plain double loop.
+TEST(Elementwise, SumSquaresMatchesDoubleLoop) {
+  Buffer x = randn({70001}, 92, 1.0, DType::f32);
+  double want = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) want += get(x, i) * get(x, i);
+  const double got = ops::sum_squares(x);
+  EXPECT_NEAR(got, want, 1e-12 * want);
+  EXPECT_GT(got, 0.9 * 70001);  // not vacuous: ~1 per normal draw
+  Buffer x64 = randn({1000}, 93);
+  double want64 = 0;
+  for (int64_t i = 0; i < 1000; ++i) want64 += get(x64, i) * get(x64, i);
+  EXPECT_NEAR(ops::sum_squares(x64), want64, 1e-12 * want64);
+}
+
+TEST(Elementwise, RejectsBadShapes) {
+  Buffer a({3, 5}, DType::f32), b({5, 3}, DType::f32), c({3, 5}, DType::f64);
+  expect_error([&] { ops::add_inplace(a, b); }, {"add_inplace", "x is [5, 3]"});
+  expect_error([&] { ops::add_inplace(a, c); }, {"add_inplace", "f64"});
+  expect_error([&] { ops::copy(a, b); }, {"copy", "src is [5, 3]"});
+  expect_error([&] { ops::copy(a, c); }, {"copy", "f64"});
+  expect_error([&] { ops::sum_squares(ids({1})); }, {"sum_squares", "i32"});
+}
+
+}  // namespace
+}  // namespace bk::test
