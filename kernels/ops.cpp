@@ -70,4 +70,64 @@ void adamw_update(Tensor w, Tensor g, Tensor m, Tensor v, const AdamWStep& p, St
   BK_ROUTE(adamw_update, w, w, g, m, v, p, s);
 }
 
+// ---- residual connectors -----------------------------------------------------------------
+void mhc_coeffs_forward(Tensor h_pre, Tensor h_post, Tensor res_logits, Tensor rinv, Tensor z,
+                        Tensor x, Tensor phi, Tensor alpha, Tensor bias, float eps, Stream s) {
+  BK_ROUTE(mhc_coeffs_forward, x, h_pre, h_post, res_logits, rinv, z, x, phi, alpha, bias, eps, s);
+}
+void mhc_coeffs_backward_input(Tensor dx, Tensor dlogits, Tensor dh_pre, Tensor dh_post,
+                               Tensor dres_logits, Tensor h_pre, Tensor h_post, Tensor x,
+                               Tensor phi, Tensor alpha, Tensor rinv, Tensor z, Stream s) {
+  BK_ROUTE(mhc_coeffs_backward_input, x, dx, dlogits, dh_pre, dh_post, dres_logits, h_pre, h_post,
+           x, phi, alpha, rinv, z, s);
+}
+void mhc_coeffs_backward_weight(Tensor dphi, Tensor dalpha, Tensor dbias, Tensor dlogits,
+                                Tensor x, Tensor alpha, Tensor rinv, Tensor z, Stream s) {
+  BK_ROUTE(mhc_coeffs_backward_weight, x, dphi, dalpha, dbias, dlogits, x, alpha, rinv, z, s);
+}
+void sinkhorn_forward(Tensor p, Tensor logits, int iters, Stream s) {
+  BK_ROUTE(sinkhorn_forward, logits, p, logits, iters, s);
+}
+void sinkhorn_backward(Tensor dlogits, Tensor dp, Tensor logits, int iters, Stream s) {
+  BK_ROUTE(sinkhorn_backward, logits, dlogits, dp, logits, iters, s);
+}
+void hc_coeffs_forward(Tensor h_pre, Tensor h_post, Tensor h_res, Tensor rinv, Tensor u, Tensor x,
+                       Tensor w, Tensor scale, Tensor static_pre, Tensor static_post,
+                       Tensor static_res, float eps, Stream s) {
+  BK_ROUTE(hc_coeffs_forward, x, h_pre, h_post, h_res, rinv, u, x, w, scale, static_pre,
+           static_post, static_res, eps, s);
+}
+void hc_coeffs_backward_input(Tensor dx, Tensor dlogits, Tensor dh_pre, Tensor dh_post,
+                              Tensor dh_res, Tensor x, Tensor w, Tensor scale, Tensor rinv,
+                              Tensor u, Stream s) {
+  BK_ROUTE(hc_coeffs_backward_input, x, dx, dlogits, dh_pre, dh_post, dh_res, x, w, scale, rinv,
+           u, s);
+}
+void hc_coeffs_backward_weight(Tensor dw, Tensor dscale, Tensor dstatic_pre, Tensor dstatic_post,
+                               Tensor dstatic_res, Tensor dlogits, Tensor dh_pre, Tensor dh_post,
+                               Tensor dh_res, Tensor x, Tensor rinv, Tensor u, Stream s) {
+  BK_ROUTE(hc_coeffs_backward_weight, x, dw, dscale, dstatic_pre, dstatic_post, dstatic_res,
+           dlogits, dh_pre, dh_post, dh_res, x, rinv, u, s);
+}
+void stream_pre_forward(Tensor y, Tensor x, Tensor h_pre, Stream s) {
+  BK_ROUTE(stream_pre_forward, x, y, x, h_pre, s);
+}
+void stream_pre_backward(Tensor dx, Tensor dh_pre, Tensor dy, Tensor x, Tensor h_pre, Stream s) {
+  BK_ROUTE(stream_pre_backward, x, dx, dh_pre, dy, x, h_pre, s);
+}
+void stream_post_res_forward(Tensor out, Tensor x, Tensor f, Tensor h_res, Tensor h_post,
+                             Stream s) {
+  BK_ROUTE(stream_post_res_forward, x, out, x, f, h_res, h_post, s);
+}
+void stream_post_res_backward(Tensor dx, Tensor df, Tensor dh_res, Tensor dh_post, Tensor dout,
+                              Tensor x, Tensor f, Tensor h_res, Tensor h_post, Stream s) {
+  BK_ROUTE(stream_post_res_backward, x, dx, df, dh_res, dh_post, dout, x, f, h_res, h_post, s);
+}
+void stream_expand_forward(Tensor y, Tensor x, Stream s) {
+  BK_ROUTE(stream_expand_forward, x, y, x, s);
+}
+void stream_expand_backward(Tensor dx, Tensor dy, Stream s) {
+  BK_ROUTE(stream_expand_backward, dy, dx, dy, s);
+}
+
 }  // namespace bk::ops

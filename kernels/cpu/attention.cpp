@@ -57,6 +57,13 @@ void block_scores(F* S, int64_t T, Head<const F> Q, Head<const F> K, int64_t i0,
                   int64_t n, int64_t Dk, F scale) {
   gemm<F>(false, true, rows, n, Dk, scale, Q.row(i0), Q.ld, K.p, K.ld, F(0), S, T);
 }
+
+// s[j] <- exp(s[j] - lse), j < n: the one formula for p in forward and backward (and a single
+// exp, so negligible weights flush to 0 rather than becoming denormal).
+template <typename F> void probabilities(F* s, int64_t n, F lse) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) s[j] = exp_fast(s[j] - lse);
+}
 }  // namespace
 
 void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, float scale,
@@ -85,17 +92,11 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, flo
             for (int64_t r = 0; r < rows; ++r) {  // softmax over j <= i, zero beyond
               F* s = S.data() + r * T;
               const int64_t n = i0 + r + 1;
-              F m = s[0];
-#pragma omp simd reduction(max : m)
-              for (int64_t j = 0; j < n; ++j) m = s[j] > m ? s[j] : m;
-              F z = 0;
-#pragma omp simd reduction(+ : z)
-              for (int64_t j = 0; j < n; ++j) z += (s[j] = exp_fast(s[j] - m));
-              const F iz = F(1) / z;
-#pragma omp simd
-              for (int64_t j = 0; j < n; ++j) s[j] *= iz;
+              const auto [m, z] = max_sum_exp(s, n);
+              const F lse_i = m + std::log(z);
+              probabilities(s, n, lse_i);
               std::fill(s + n, s + i1, F(0));
-              L[(b * d.H + h) * T + i0 + r] = m + std::log(z);
+              L[(b * d.H + h) * T + i0 + r] = lse_i;
             }
             // out[i0:i1] = P V[0:i1]
             gemm<F>(false, false, rows, d.Dv, i1, F(1), S.data(), T, V.p, V.ld, F(0),
@@ -145,12 +146,10 @@ void attention_backward(Tensor dq, Tensor dk, Tensor dv, Tensor dout, Tensor out
             for (int64_t r = 0; r < rows; ++r) {
               const int64_t i = i0 + r, n = i + 1;
               F *p = P.data() + r * T, *ds = dS.data() + r * T;
-              const F li = L[(b * d.H + h) * T + i], Di = dot(G.row(i), O.row(i), Dv);
+              probabilities(p, n, L[(b * d.H + h) * T + i]);
+              const F Di = dot(G.row(i), O.row(i), Dv);
 #pragma omp simd
-              for (int64_t j = 0; j < n; ++j) {
-                p[j] = exp_fast(p[j] - li);
-                ds[j] = p[j] * (ds[j] - Di);
-              }
+              for (int64_t j = 0; j < n; ++j) ds[j] = p[j] * (ds[j] - Di);
               std::fill(p + n, p + i1, F(0));  // masked: no probability, no gradient
               std::fill(ds + n, ds + i1, F(0));
             }

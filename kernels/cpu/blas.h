@@ -38,4 +38,16 @@ class BlasSingleThreaded {
   int saved_;
 };
 
+// Runs fn(r0, r1) over fixed blocks of kGemmRows rows of a GEMM's output, the blocks spread
+// over OpenMP threads, each block one single-threaded GEMM. All CPU parallelism is then
+// OpenMP's (OpenBLAS's pool would spin against our threads between calls), and since the
+// blocks do not depend on the thread count, neither do the results.
+constexpr int64_t kGemmRows = 128;
+template <typename F> void gemm_row_blocks(int64_t rows, int64_t flops, F&& fn) {
+  BlasSingleThreaded guard;
+  const int64_t nblocks = (rows + kGemmRows - 1) / kGemmRows;
+#pragma omp parallel for schedule(static) if (nblocks > 1 && flops >= (1 << 20))
+  for (int64_t b = 0; b < nblocks; ++b) fn(b * kGemmRows, std::min(rows, (b + 1) * kGemmRows));
+}
+
 }  // namespace bk::cpu

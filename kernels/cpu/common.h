@@ -73,8 +73,8 @@ template <typename F> void dispatch(DType dt, F&& f) {
 // Below this much work an OpenMP region costs more than it saves.
 constexpr int64_t kParallelMin = 1 << 14;
 
-// Vector loops. `omp simd` fixes the summation order at compile time (lanes, then a fixed
-// tree), so results never depend on the thread count.
+// Reductions inside one thread use `omp simd`: the summation order (lanes, then a fixed tree)
+// is fixed at compile time, so results never depend on the thread count.
 template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
   T s = 0;
 #pragma omp simd reduction(+ : s)
@@ -82,21 +82,17 @@ template <typename T> inline T dot(const T* a, const T* b, int64_t n) {
   return s;
 }
 
-template <typename T> inline void axpy(T* y, T a, const T* x, int64_t n) {  // y += a x
-#pragma omp simd
-  for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
-}
-
 // e^x that vectorises inside `omp simd` loops (glibc's expf is a call per element, and the
 // softmaxes of the loss and of attention spend most of their time in it). Cephes' expf:
-// x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness), e^r by a degree-7
-// polynomial, 2^n built in the exponent bits. Relative error < 2e-7 (a few ulp) on the
-// clamped range [-87, 88], where 2^n stays normal; e^x for x < -87 returns ~1e-38, not 0.
+// x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for exactness), e^r by a polynomial, 2^n
+// built in the exponent bits. Relative error < 1e-7 on [-87, 88]. Below -87 it returns exactly
+// 0, never a denormal (denormal arithmetic is ~100x slower on Intel cores); above 88, e^88.
 // double keeps std::exp: the f64 path is the exact reference of the gradient checks.
+// (The clamps vectorise only under -fno-trapping-math, set for bk_kernels in CMakeLists.txt.)
 inline float exp_fast(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  const float xc = std::min(std::max(x, -87.0f), 88.0f);
+  const float n = std::floor(xc * 1.44269504088896341f + 0.5f);
+  const float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -104,9 +100,24 @@ inline float exp_fast(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   const float er = p * r * r + r + 1.0f;
-  return er * std::bit_cast<float>((int32_t(n) + 127) << 23);
+  return x < -87.0f ? 0.0f : er * std::bit_cast<float>((int32_t(n) + 127) << 23);
 }
 inline double exp_fast(double x) { return std::exp(x); }
+
+// The stable pieces of a log-sum-exp over x[0, n): the max m and z = sum_j exp(x_j - m), so
+// lse = m + log z. Callers keep m and z apart where x - lse would cancel digits (large x).
+template <typename T> struct MaxSumExp {
+  T m, z;
+};
+template <typename T> MaxSumExp<T> max_sum_exp(const T* x, int64_t n) {
+  T m = x[0];
+#pragma omp simd reduction(max : m)
+  for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+  T z = 0;
+#pragma omp simd reduction(+ : z)
+  for (int64_t j = 0; j < n; ++j) z += exp_fast(x[j] - m);
+  return {m, z};
+}
 
 // Reductions over rows into a [C] result (weight gradients): parallelise over blocks of
 // columns instead, so each output element is one sequential sum in row order, whatever the

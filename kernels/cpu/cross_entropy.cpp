@@ -19,12 +19,6 @@ void check_targets(const char* op, const Tensor& targets, int64_t V) {
              op, t[n], n, V);
 }
 
-template <typename T> T row_max(const T* x, int64_t V) {
-  T m = x[0];
-#pragma omp simd reduction(max : m)
-  for (int64_t v = 0; v < V; ++v) m = x[v] > m ? x[v] : m;
-  return m;
-}
 }  // namespace
 
 void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets, Stream) {
@@ -50,10 +44,7 @@ void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets, Stream)
       }
       // log z - (x_t - m) rather than lse - x_t: with logits ~1e3 the latter cancels most of
       // a float's digits.
-      const T m = row_max(row, V);
-      T z = 0;
-#pragma omp simd reduction(+ : z)
-      for (int64_t v = 0; v < V; ++v) z += exp_fast(row[v] - m);
+      const auto [m, z] = max_sum_exp(row, V);
       loss[n] = std::log(z) - (row[tg[n]] - m);
     }
   });
@@ -83,13 +74,13 @@ void cross_entropy_backward(Tensor dlogits, Tensor logits, Tensor targets, float
         std::fill_n(drow, V, T(0));
         continue;
       }
-      const T m = row_max(row, V);  // drow may be row (in place): each pass reads v, writes v
-      T z = 0;
-#pragma omp simd reduction(+ : z)
-      for (int64_t v = 0; v < V; ++v) z += (drow[v] = exp_fast(row[v] - m));
-      const T k = gs / z;
+      const auto [m, z] = max_sum_exp(row, V);
+      // softmax * |gs| as one exp, exp((x - m) - log z + log|gs|): tiny terms flush to 0
+      // instead of turning denormal in a product, and x - m keeps the digits that x - lse
+      // would cancel. drow may be row (in place): v is read, then written.
+      const T c = std::log(z) - std::log(std::abs(gs)), sign = gs < 0 ? T(-1) : T(1);
 #pragma omp simd
-      for (int64_t v = 0; v < V; ++v) drow[v] *= k;
+      for (int64_t v = 0; v < V; ++v) drow[v] = sign * exp_fast((row[v] - m) - c);
       drow[tg[n]] -= gs;
     }
   });

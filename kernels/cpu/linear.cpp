@@ -1,5 +1,6 @@
-// Linear without bias, y[N,O] = x[N,I] W^T with W[O,I] as in PyTorch. All three products are
-// one OpenBLAS GEMM each (row-major; lda/ldb/ldc are the row lengths).
+// Linear without bias, y[N,O] = x[N,I] W^T with W[O,I] as in PyTorch. Each product is a GEMM
+// split into row blocks of its output (gemm_row_blocks): rows of y or dx (tokens), rows of dw
+// (output features), so the reduction dimension is never split.
 #include <climits>
 
 #include "kernels/cpu/blas.h"
@@ -28,7 +29,11 @@ void linear_forward(Tensor y, Tensor x, Tensor w, Stream) {
   const int64_t N = x.size(0), I = x.size(1), O = w.size(0);
   if (y.numel() == 0) return;
   dispatch(y.dtype, [&]<typename T>() {  // y = x w^T
-    gemm<T>(false, true, N, O, I, T(1), x.ptr<T>(), I, w.ptr<T>(), I, T(0), y.ptr<T>(), O);
+    const T *px = x.ptr<T>(), *pw = w.ptr<T>();
+    T* py = y.ptr<T>();
+    gemm_row_blocks(N, N * O * I, [&](int64_t n0, int64_t n1) {
+      gemm<T>(false, true, n1 - n0, O, I, T(1), px + n0 * I, I, pw, I, T(0), py + n0 * O, O);
+    });
   });
 }
 
@@ -37,7 +42,11 @@ void linear_backward_input(Tensor dx, Tensor dy, Tensor w, Stream) {
   const int64_t N = dx.size(0), I = dx.size(1), O = w.size(0);
   if (dx.numel() == 0) return;
   dispatch(dx.dtype, [&]<typename T>() {  // dx = dy w
-    gemm<T>(false, false, N, I, O, T(1), dy.ptr<T>(), O, w.ptr<T>(), I, T(0), dx.ptr<T>(), I);
+    const T *pdy = dy.ptr<T>(), *pw = w.ptr<T>();
+    T* pdx = dx.ptr<T>();
+    gemm_row_blocks(N, N * O * I, [&](int64_t n0, int64_t n1) {
+      gemm<T>(false, false, n1 - n0, I, O, T(1), pdy + n0 * O, O, pw, I, T(0), pdx + n0 * I, I);
+    });
   });
 }
 
@@ -46,7 +55,11 @@ void linear_backward_weight(Tensor dw, Tensor dy, Tensor x, Stream) {
   const int64_t N = x.size(0), I = x.size(1), O = dw.size(0);
   if (dw.numel() == 0) return;
   dispatch(dw.dtype, [&]<typename T>() {  // dw += dy^T x (beta = 1 accumulates)
-    gemm<T>(true, false, O, I, N, T(1), dy.ptr<T>(), O, x.ptr<T>(), I, T(1), dw.ptr<T>(), I);
+    const T *pdy = dy.ptr<T>(), *px = x.ptr<T>();
+    T* pdw = dw.ptr<T>();
+    gemm_row_blocks(O, N * O * I, [&](int64_t o0, int64_t o1) {
+      gemm<T>(true, false, o1 - o0, I, N, T(1), pdy + o0, O, px, I, T(1), pdw + o0 * I, I);
+    });
   });
 }
 

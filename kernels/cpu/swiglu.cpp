@@ -15,8 +15,8 @@ void swiglu_forward(Tensor out, Tensor gate, Tensor up, Stream) {
   dispatch(dt, [&]<typename T>() {
     const T *g = gate.ptr<T>(), *u = up.ptr<T>();
     T* o = out.ptr<T>();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (T(1) + std::exp(-g[i])) * u[i];
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) o[i] = g[i] / (T(1) + exp_fast(-g[i])) * u[i];
   });
 }
 
@@ -33,10 +33,10 @@ void swiglu_backward(Tensor dgate, Tensor dup, Tensor dout, Tensor gate, Tensor 
   dispatch(dt, [&]<typename T>() {
     const T *g = gate.ptr<T>(), *u = up.ptr<T>(), *go = dout.ptr<T>();
     T *dg = dgate.ptr<T>(), *du = dup.ptr<T>();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
       const T gi = g[i], ui = u[i], goi = go[i];  // read all first: outputs may alias inputs
-      const T sig = T(1) / (T(1) + std::exp(-gi));
+      const T sig = T(1) / (T(1) + exp_fast(-gi));
       du[i] = goi * gi * sig;
       dg[i] = goi * ui * sig * (T(1) + gi * (T(1) - sig));
     }

@@ -17,6 +17,16 @@ struct RunConfig {
   int threads = 0;                 // CPU threads (OpenMP + OpenBLAS); 0 = all cores
 };
 
+// The connector around every sublayer (docs/mhc.md): X' = H_res X + H_post^T F(H_pre X).
+struct ResidualConfig {
+  std::string mode = "baseline";  // baseline | hc | mhc
+  int streams = 4;                // n for hc and mhc; baseline always has one stream
+  int sinkhorn_iters = 20;        // mhc
+  double alpha_init = 0.01;       // mhc alpha (per group) / hc scale s (per group)
+  double res_init_diag = 0.9;     // mhc: diagonal of H_res at initialisation, in (0, 1)
+  double phi_init_std = 0.0;      // mhc phi / hc w; 0 starts exactly as the baseline
+};
+
 struct ModelConfig {
   int vocab_size = 2048;
   int dim = 128;            // C
@@ -27,6 +37,8 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   double init_std = 0.02;   // output projections use init_std / sqrt(2 * n_layers)
+  ResidualConfig residual;
+  int streams() const { return residual.mode == "baseline" ? 1 : residual.streams; }
 };
 
 struct DataConfig {

@@ -43,6 +43,8 @@ const std::vector<Section> kSections = {
     {"run", "Identity, randomness and hardware of a run."},
     {"model", "Transformer shape and initialisation. A block is an attention sublayer followed by a "
               "SwiGLU feed-forward sublayer, each with a pre-RMSNorm residual connection."},
+    {"model.residual", "Connector around every sublayer (docs/mhc.md): X' = H_res X + H_post^T F(H_pre X) "
+                       "over n streams. baseline is the plain pre-norm residual (n = 1)."},
     {"data", "Pre-tokenized shards (a header and uint32 tokens, see tools/prepare_data)."},
     {"training", "Length of training, batch sizes (as in Megatron: global = micro x "
                  "num_microbatches x dp), gradient clipping, and logging and validation cadence."},
@@ -61,7 +63,8 @@ const std::vector<Key> kKeys = {
     {KEY(run.seed), at_least(0), "Seed of every random stream (parameter init, data order): same "
                                  "seed and config give the same run."},
     {KEY(run.device), one_of({"auto", "cpu", "cuda"}),
-     "Backend that runs the kernels; auto picks cuda when a GPU is visible, else cpu."},
+     "Backend that runs the kernels. This build runs the model on the CPU: auto means cpu, and cuda is "
+     "refused until the CUDA backend lands."},
     {KEY(run.threads), at_least(0), "CPU threads for OpenMP and OpenBLAS; 0 uses every core."},
 
     {KEY(model.vocab_size), at_least(1), "Vocabulary size; must cover every token id in the data shards."},
@@ -75,6 +78,23 @@ const std::vector<Key> kKeys = {
     {KEY(model.init_std), above(0), "Std of the normal init of weight matrices; output projections "
                                     "use init_std / sqrt(2 * n_layers)."},
 
+    {KEY(model.residual.mode), one_of({"baseline", "hc", "mhc"}),
+     "baseline: x + F(x); hc: Hyper-Connections (static + dynamic tanh mappings, unconstrained "
+     "H_res); mhc: manifold-constrained (sigmoid H_pre, 2*sigmoid H_post, doubly-stochastic H_res "
+     "by Sinkhorn-Knopp)."},
+    {KEY(model.residual.streams), at_least(1), "Streams n of the hc and mhc state (n x dim per token); "
+                                               "at least 2 for hc and mhc; ignored by baseline."},
+    {KEY(model.residual.sinkhorn_iters), at_least(1), "mhc: Sinkhorn-Knopp iterations (column then row "
+                                                      "normalisation each)."},
+    {KEY(model.residual.alpha_init), at_least(0), "mhc: initial alpha of each coefficient group; hc: "
+                                                  "initial scale s of each dynamic mapping."},
+    {KEY(model.residual.res_init_diag), in_open(0, 1),
+     "mhc: diagonal of H_res at initialisation (off-diagonals (1 - d) / (n - 1)); the H_res bias is "
+     "log(d (n-1) / (1-d)) on the diagonal and 0 elsewhere."},
+    {KEY(model.residual.phi_init_std), at_least(0),
+     "Std of the initial dynamic projection (mhc phi, hc w), drawn from the connector's own random "
+     "stream; 0 (default) makes every connector start exactly as the baseline residual."},
+
     {KEY(data.train), required(), "Training token shard (a file written by tools/prepare_data). Required."},
     {KEY(data.val), any(), "Validation token shard; empty disables validation."},
 
@@ -84,7 +104,7 @@ const std::vector<Key> kKeys = {
      "Sequences per optimizer step; a multiple of micro_batch_size * parallel.dp (gradients are "
      "accumulated over global / (micro * dp) micro-batches)."},
     {KEY(training.max_grad_norm), at_least(0), "Clip the global gradient norm to this value; 0 disables clipping."},
-    {KEY(training.log_interval), at_least(1), "Steps between progress lines (console and metrics)."},
+    {KEY(training.log_interval), at_least(1), "Steps between console progress lines (metrics.jsonl gets every step)."},
     {KEY(training.eval_interval), at_least(0), "Steps between validation passes on data.val; 0 disables them."},
     {KEY(training.eval_batches), at_least(0), "Micro-batches of data.val per validation pass."},
 
@@ -115,12 +135,14 @@ const std::vector<Key> kKeys = {
     {KEY(checkpoint.save_final), any(), "Save a checkpoint after the last step."},
 
     {KEY(logging.level), one_of({"trace", "debug", "info", "warn", "error"}), "Least severe console log level shown."},
-    {KEY(logging.jsonl), any(), "Write one JSON object of metrics per logged step to RUN_DIR/metrics.jsonl."},
+    {KEY(logging.jsonl), any(), "Write one JSON object of metrics per optimizer step to RUN_DIR/metrics.jsonl (docs/metrics.md)."},
 };
 
 #undef KEY
 
 const std::vector<Rule> kRules = {
+    {{"model.residual.mode", "model.residual.streams"}, "model.residual.streams must be at least 2 for hc and mhc",
+     [](const Config& c) { return c.model.residual.mode == "baseline" || c.model.residual.streams >= 2; }},
     {{"model.dim", "model.n_heads"}, "model.dim must be divisible by model.n_heads",
      [](const Config& c) { return c.model.dim % c.model.n_heads == 0; }},
     {{"model.dim", "model.n_heads"}, "the head dim model.dim / model.n_heads must be even (RoPE rotates pairs)",

@@ -24,6 +24,7 @@ struct MicroBatch {
   const int32_t* targets = nullptr;   // [N] next tokens (< 0 = ignored)
   float loss_scale = 1.0f;            // d(objective)/d(per-token loss), e.g. 1/tokens per step
   bool keep = true;                   // false: forward only (evaluation), nothing is saved
+  bool probe = false;                 // connectors record their coefficients (diagnostics)
 
   int64_t tokens_count() const { return int64_t(B) * T; }
 };

@@ -7,7 +7,9 @@
 #include "model/embedding.h"
 #include "model/ffn.h"
 #include "model/head.h"
+#include "model/hyper_connection.h"
 #include "model/residual.h"
+#include "model/streams.h"
 
 namespace bk {
 
@@ -18,19 +20,32 @@ Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
   const double out_std = cfg.init_std / std::sqrt(2.0 * cfg.n_layers);
   const float eps = float(cfg.norm_eps);
 
+  const int64_t n = cfg.streams();
+  int sublayer = 0;
+  // The connector of the configured mode around sublayer f.
+  auto connect = [&](const std::string& name, std::unique_ptr<Layer> f) -> std::unique_ptr<Layer> {
+    const int index = sublayer++;
+    if (n == 1) return std::make_unique<Residual>(name, std::move(f));
+    auto c = std::make_unique<HyperConnection>(name, std::move(f), cfg.residual, cfg.dim, index, eps);
+    c->init(seed);
+    return c;
+  };
+
   auto embed = std::make_unique<Embedding>(cfg.vocab_size, cfg.dim);
   embed->init(seed, std);
   layers_.push_back(std::move(embed));
+  if (n > 1) layers_.push_back(std::make_unique<StreamExpand>(n, cfg.dim));
   for (int l = 0; l < cfg.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l);
     AttentionShape as{cfg.dim, cfg.n_heads, float(cfg.rope_theta), eps};
     auto attn = std::make_unique<Attention>(p + ".attn", as);
     attn->init(seed, std, out_std);
-    layers_.push_back(std::make_unique<Residual>(p + ".attn_conn", std::move(attn)));
+    layers_.push_back(connect(p + ".attn_conn", std::move(attn)));
     auto ffn = std::make_unique<Ffn>(p + ".ffn", cfg.dim, cfg.ffn_dim, eps);
     ffn->init(seed, std, out_std);
-    layers_.push_back(std::make_unique<Residual>(p + ".ffn_conn", std::move(ffn)));
+    layers_.push_back(connect(p + ".ffn_conn", std::move(ffn)));
   }
+  if (n > 1) layers_.push_back(std::make_unique<StreamCollapse>(n, cfg.dim));
   auto head = std::make_unique<Head>(cfg.vocab_size, cfg.dim, eps);
   head->init(seed, std);
   layers_.push_back(std::move(head));
@@ -66,6 +81,13 @@ ParamList Model::params() {
   ParamList out;
   for (auto& layer : layers_)
     for (Param* p : layer->params()) out.push_back(p);
+  return out;
+}
+
+std::vector<const ConnectorProbe*> Model::connectors() const {
+  std::vector<const ConnectorProbe*> out;
+  for (auto& layer : layers_)
+    if (auto* c = dynamic_cast<const ConnectorProbe*>(layer.get())) out.push_back(c);
   return out;
 }
 

@@ -1,11 +1,14 @@
-// Model: the dense decoder as an ordered list of layers
-//   embed -> [attn_conn(attn), ffn_conn(ffn)] x n_layers -> head (final norm, W_head, loss)
-// A pipeline stage is a contiguous range of this list.
+// Model: the decoder as an ordered list of layers
+//   baseline:  embed -> [attn_conn(attn), ffn_conn(ffn)] x n_layers -> head
+//   hc, mhc:   embed -> expand to n streams -> [...] x n_layers -> collapse (mean) -> head
+// where *_conn is the connector of model.residual.mode around its sublayer, and head is the
+// final norm, W_head and the loss. A pipeline stage is a contiguous range of this list.
 #pragma once
 #include <memory>
 #include <vector>
 
 #include "config/config.h"
+#include "model/connector_probe.h"
 #include "model/layer.h"
 
 namespace bk {
@@ -20,6 +23,8 @@ class Model {
   void backward(const MicroBatch& mb);
 
   ParamList params();
+  // The connectors in sublayer order (their coefficients after a forward with mb.probe set).
+  std::vector<const ConnectorProbe*> connectors() const;
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   const ModelConfig& config() const { return cfg_; }
 

@@ -7,6 +7,15 @@ namespace bk {
 void Residual::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   f_->forward(mb, x, y);
   ops::add_inplace(y, x);
+  if (mb.probe) {
+    const int64_t N = mb.tokens_count();
+    probe_.n = 1;
+    for (Buffer* b : {&probe_.h_pre, &probe_.h_post, &probe_.h_res}) {
+      *b = Buffer({N, 1});
+      float* p = b->ptr<float>();
+      for (int64_t i = 0; i < N; ++i) p[i] = 1.0f;
+    }
+  }
 }
 
 void Residual::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {

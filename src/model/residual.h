@@ -4,11 +4,12 @@
 #pragma once
 #include <memory>
 
+#include "model/connector_probe.h"
 #include "model/layer.h"
 
 namespace bk {
 
-class Residual : public Layer {
+class Residual : public Layer, public ConnectorProbe {
  public:
   Residual(std::string name, std::unique_ptr<Layer> f) : name_(std::move(name)), f_(std::move(f)) {}
   std::string name() const override { return name_; }
@@ -18,8 +19,11 @@ class Residual : public Layer {
   ParamList params() override { return f_->params(); }
   int64_t out_width() const override { return f_->out_width(); }
   Layer& sublayer() { return *f_; }
+  // H_pre = H_post = H_res = 1 for every token.
+  const ConnectorCoefficients& probed() const override { return probe_; }
 
  private:
+  ConnectorCoefficients probe_;
   std::string name_;
   std::unique_ptr<Layer> f_;
 };

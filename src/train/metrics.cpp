@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -27,6 +28,14 @@ void MetricsLog::write(const StepMetrics& m) {
     j["val_loss"] = *m.val_loss;
     j["val_ppl"] = std::exp(*m.val_loss);
   }
+  if (m.connectors) {
+    const ConnectorStats& c = *m.connectors;
+    j["conn"] = {{"amax_fwd_max", c.max_comp_fwd_gain}, {"amax_bwd_max", c.max_comp_bwd_gain},
+                 {"h_res_diag", c.h_res_diag}, {"row_err", c.row_err}, {"col_err", c.col_err},
+                 {"h_pre", c.h_pre}, {"h_post", c.h_post}, {"fwd_gain", c.fwd_gain},
+                 {"bwd_gain", c.bwd_gain}, {"comp_fwd_gain", c.comp_fwd_gain},
+                 {"comp_bwd_gain", c.comp_bwd_gain}};
+  }
   out_ << j.dump() << '\n';
   out_.flush();
 }
@@ -37,6 +46,20 @@ std::string format_duration(double s) {
   if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
   if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
   return fmt::format("{}s", t);
+}
+
+std::string connector_line(const ConnectorStats& s) {
+  auto mean = [](const std::vector<double>& v) {
+    double a = 0;
+    for (double x : v) a += x;
+    return v.empty() ? 0.0 : a / double(v.size());
+  };
+  auto max = [](const std::vector<double>& v) { return v.empty() ? 0.0 : *std::max_element(v.begin(), v.end()); };
+  return fmt::format(
+      "connectors | amax composite fwd {:.3g} bwd {:.3g} | single max fwd {:.3g} bwd {:.3g} | H_res diag {:.3f} "
+      "| row err {:.1e} col err {:.1e} | H_pre {:.3f} H_post {:.3f}",
+      s.max_comp_fwd_gain, s.max_comp_bwd_gain, max(s.fwd_gain), max(s.bwd_gain), mean(s.h_res_diag),
+      max(s.row_err), max(s.col_err), mean(s.h_pre), mean(s.h_post));
 }
 
 std::string progress_line(const StepMetrics& m) {

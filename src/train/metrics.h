@@ -6,6 +6,8 @@
 #include <optional>
 #include <string>
 
+#include "model/connector_stats.h"
+
 namespace bk {
 
 struct StepMetrics {
@@ -21,6 +23,7 @@ struct StepMetrics {
   double mfu = 0;           // model FLOPs utilisation, fraction of the peak
   double elapsed_s = 0;     // since training started
   std::optional<double> val_loss;
+  std::optional<ConnectorStats> connectors;  // hc/mhc, on logged steps with validation data
 };
 
 class MetricsLog {
@@ -36,5 +39,7 @@ class MetricsLog {
 // "step   10/300 | loss 5.1234 | gnorm 0.812 | lr 1.00e-03 | 12.3k tok/s | 165 ms | MFU 11.2% | eta 1m05s"
 std::string progress_line(const StepMetrics& m);
 std::string format_duration(double seconds);
+// "connectors | amax composite fwd 1.02 bwd 1.05 (max over l) | H_res diag 0.90 | ..."
+std::string connector_line(const ConnectorStats& s);
 
 }  // namespace bk

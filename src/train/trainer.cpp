@@ -79,6 +79,9 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
   metrics_ = std::make_unique<MetricsLog>(
       cfg.logging.jsonl ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string());
   peak_ = measure_cpu_peak();
+  // The kernels parallelise with OpenMP and call BLAS single-threaded inside their own blocks;
+  // an idle OpenBLAS pool would only compete for the cores.
+  openblas_set_num_threads(1);
   print_startup_table();
 }
 
@@ -107,7 +110,8 @@ void Trainer::print_startup_table() const {
   const ModelConfig& m = cfg_.model;
   const int64_t tokens_per_step = int64_t(t.global_batch_size) * m.seq_len;
   spdlog::info("birkhoff {} | run {} | dir {}", BIRKHOFF_VERSION, cfg_.run.name, run_dir_);
-  spdlog::info("  model       dense decoder, residual baseline: {} layers, dim {}, {} heads, ffn {}, vocab {}, seq {}",
+  spdlog::info("  model       dense decoder, residual {}{}: {} layers, dim {}, {} heads, ffn {}, vocab {}, seq {}",
+               m.residual.mode, m.streams() > 1 ? fmt::format(" (n = {})", m.streams()) : std::string(),
                m.n_layers, m.dim, m.n_heads, m.ffn_dim, m.vocab_size, m.seq_len);
   spdlog::info("  parameters  {} total ({} in matrix products)", human(double(model_->num_params())),
                human(double(model_->num_matmul_params())));
@@ -175,6 +179,13 @@ double Trainer::evaluate() {
   return sum / double(count);
 }
 
+ConnectorStats Trainer::probe_connectors() {
+  Batch b = val_data_->eval_batch(0, cfg_.training.micro_batch_size);
+  MicroBatch mb{-1, b.B, b.T, b.inputs.data(), b.targets.data(), 1.0f, false, true};
+  model_->forward(mb);
+  return connector_stats(model_->connectors());
+}
+
 void Trainer::save_checkpoint_at(int64_t step) {
   CheckpointContents ckpt;
   ckpt.step = step;
@@ -203,13 +214,16 @@ double Trainer::run() {
     if (val_data_ && ((t.eval_interval > 0 && step % t.eval_interval == 0) || last)) {
       m.val_loss = last_val = evaluate();
     }
+    const bool log_step = step % t.log_interval == 0 || step == 1 || last;
+    if (log_step && val_data_ && cfg_.model.streams() > 1) m.connectors = probe_connectors();
     metrics_->write(m);
-    if (step % t.log_interval == 0 || step == 1 || last) {
+    if (log_step) {
       StepMetrics shown = m;
       shown.loss = interval_loss / interval_steps;  // mean over the interval: less noisy
       spdlog::info("{}", progress_line(shown));
       interval_loss = 0;
       interval_steps = 0;
+      if (m.connectors) spdlog::info("{}", connector_line(*m.connectors));
     }
     if (m.val_loss)
       spdlog::info("step {} | val loss {:.4f} | val ppl {:.2f}", step, *m.val_loss, std::exp(*m.val_loss));

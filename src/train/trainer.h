@@ -29,6 +29,8 @@ class Trainer {
   const std::string& run_dir() const { return run_dir_; }
   // Mean per-token loss over cfg.training.eval_batches validation micro-batches.
   double evaluate();
+  // Connector diagnostics on the first validation micro-batch (forward only).
+  ConnectorStats probe_connectors();
 
  private:
   void prepare_run_dir();

@@ -1,6 +1,7 @@
-// oracle_dump_step: one training step's forward and backward of the dense model, dumped for the
-// torch oracle (tests/oracle/torch_oracle.py), which rebuilds the model in PyTorch from the
-// dumped weights and checks the loss and every gradient.
+// oracle_dump_step: one training step's forward and backward of the model (the dense baseline,
+// or the hc / mhc n-stream model: --mode), dumped for the torch oracle
+// (tests/oracle/torch_oracle.py), which rebuilds the model in PyTorch from the dumped weights and
+// checks the loss and every gradient.
 //
 // The model is built from the shape given on the command line (no YAML), with random tokens and
 // targets from bk::Rng; a fraction of the targets is -1 (ignored). Gradients are accumulated
@@ -16,6 +17,14 @@
 // forgets the weight would be caught. All forwards run before all backwards, so M micro-batches
 // are in flight at once (per-micro-batch saved state) and the backward accumulates into the
 // gradients left by the previous micro-batch.
+//
+// hc / mhc: at initialisation every connector is exactly the baseline residual (zero projection,
+// static coefficients that reproduce x + F(x) on identical streams), which would leave the
+// coefficient paths (Sinkhorn, sigmoids, tanh, static terms) untested: a wrong formula there can
+// still give the baseline's numbers. So the projection (phi / w) is drawn with --phi-init-std > 0
+// and every other connector parameter (alpha, bias / scale, static_pre, static_post, static_res)
+// gets + --conn-jitter * N(0,1), each from its own random stream. The streams are identical after
+// the expand; the per-stream coefficients make them diverge from the first sublayer on.
 //
 // Output: one safetensors file with `param.<name>` and `grad.<name>` (f32) for every parameter,
 // `tokens` and `targets` (i32 [M,B,T]), `loss` (f64 [1]), `loss_scale` (f64 [1], the value the
@@ -38,7 +47,9 @@ namespace {
 const char* kUsage =
     "usage: oracle_dump_step --out FILE [--vocab V] [--dim C] [--layers L] [--heads H] [--ffn F]\n"
     "                        [--seq T] [--micro M] [--batch B] [--seed S] [--init-std X]\n"
-    "                        [--rope-theta X] [--norm-eps X] [--norm-jitter X] [--ignore-frac X]\n";
+    "                        [--rope-theta X] [--norm-eps X] [--norm-jitter X] [--ignore-frac X]\n"
+    "                        [--mode baseline|hc|mhc] [--streams n] [--sinkhorn-iters K]\n"
+    "                        [--alpha-init X] [--res-init-diag X] [--phi-init-std X] [--conn-jitter X]\n";
 
 struct Args {
   std::string out;
@@ -46,7 +57,22 @@ struct Args {
   int micro = 2, batch = 2;
   uint64_t seed = 1234;
   double norm_jitter = 0.1, ignore_frac = 0.15;
+  double conn_jitter = 0.0;
 };
+
+// A norm weight (initialised to 1): attn.norm, ffn.norm, final_norm.
+bool is_norm_weight(const std::string& name) {
+  const std::string suffix = "norm.weight";
+  return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A connector parameter other than the projection: mhc alpha, bias; hc scale, static_*.
+bool is_conn_coefficient(const std::string& name) {
+  const size_t at = name.find("_conn.");
+  if (at == std::string::npos) return false;
+  const std::string leaf = name.substr(at + 6);
+  return leaf != "phi" && leaf != "w";
+}
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -96,6 +122,13 @@ Args parse(int argc, char** argv) {
   take("seed", a.seed);
   take("norm-jitter", a.norm_jitter);
   take("ignore-frac", a.ignore_frac);
+  take("mode", a.model.residual.mode);
+  take("streams", a.model.residual.streams);
+  take("sinkhorn-iters", a.model.residual.sinkhorn_iters);
+  take("alpha-init", a.model.residual.alpha_init);
+  take("res-init-diag", a.model.residual.res_init_diag);
+  take("phi-init-std", a.model.residual.phi_init_std);
+  take("conn-jitter", a.conn_jitter);
   BK_CHECK(kv.empty(), "unknown option --{}\n{}", kv.begin()->first, kUsage);
   BK_CHECK(!a.out.empty(), "--out is required\n{}", kUsage);
   const bk::ModelConfig& m = a.model;
@@ -105,6 +138,15 @@ Args parse(int argc, char** argv) {
   BK_CHECK(m.dim % m.n_heads == 0 && (m.dim / m.n_heads) % 2 == 0,
            "dim {} must split into {} heads of even width", m.dim, m.n_heads);
   BK_CHECK(a.ignore_frac >= 0 && a.ignore_frac < 1, "--ignore-frac must be in [0, 1)");
+  // The checks of src/config/schema.cpp (this tool builds the ModelConfig without it).
+  const bk::ResidualConfig& r = m.residual;
+  BK_CHECK(r.mode == "baseline" || r.mode == "hc" || r.mode == "mhc", "--mode must be baseline, hc or mhc, got '{}'",
+           r.mode);
+  BK_CHECK(r.mode == "baseline" || r.streams >= 2, "--streams must be at least 2 for {}", r.mode);
+  BK_CHECK(r.sinkhorn_iters >= 1, "--sinkhorn-iters must be at least 1");
+  BK_CHECK(r.alpha_init >= 0 && r.phi_init_std >= 0 && a.conn_jitter >= 0,
+           "--alpha-init, --phi-init-std and --conn-jitter must be >= 0");
+  BK_CHECK(r.res_init_diag > 0 && r.res_init_diag < 1, "--res-init-diag must be in (0, 1)");
   return a;
 }
 
@@ -114,14 +156,24 @@ int run(const Args& a) {
   bk::Model model(cfg, a.seed);
 
   bk::ParamList params = model.params();
+  int jittered_conn = 0;
   for (bk::Param* p : params) {
-    if (p->value.shape().ndim == 1 && a.norm_jitter > 0) {  // norm weights: 1 + jitter * N(0,1)
+    if (is_norm_weight(p->name) && a.norm_jitter > 0) {  // norm weights: 1 + jitter * N(0,1)
       bk::Rng rng(a.seed, bk::Rng::stream_of("oracle.jitter." + p->name));
       float* w = p->value.ptr<float>();
       for (int64_t i = 0; i < p->value.numel(); ++i) w[i] = float(1.0 + a.norm_jitter * rng.normal());
     }
+    if (is_conn_coefficient(p->name) && a.conn_jitter > 0) {  // connector coefficients: + jitter * N(0,1)
+      bk::Rng rng(a.seed, bk::Rng::stream_of("oracle.conn_jitter." + p->name));
+      float* w = p->value.ptr<float>();
+      for (int64_t i = 0; i < p->value.numel(); ++i) w[i] = float(double(w[i]) + a.conn_jitter * rng.normal());
+      ++jittered_conn;
+    }
     p->grad.zero();
   }
+  BK_CHECK(cfg.streams() == 1 || a.conn_jitter == 0 || jittered_conn == 2 * cfg.n_layers * (cfg.residual.mode == "mhc" ? 2 : 4),
+           "--conn-jitter: jittered {} connector parameters, expected {} per connector", jittered_conn,
+           cfg.residual.mode == "mhc" ? 2 : 4);
 
   // Tokens uniform in [0, V); targets uniform too, with a fraction ignored (-1). Each
   // micro-batch's last token of its first sequence is always ignored, so every run has some.
@@ -183,14 +235,23 @@ int run(const Args& a) {
       {"micro_batch_size", std::to_string(B)},
       {"seed", std::to_string(a.seed)},
       {"loss_reduction", "sum_over_non_ignored_div_all_tokens"},
+      {"residual_mode", cfg.residual.mode},
+      {"streams", std::to_string(cfg.streams())},
+      {"sinkhorn_iters", std::to_string(cfg.residual.sinkhorn_iters)},
+      {"alpha_init", num(cfg.residual.alpha_init)},
+      {"res_init_diag", num(cfg.residual.res_init_diag)},
+      {"phi_init_std", num(cfg.residual.phi_init_std)},
+      {"conn_jitter", num(a.conn_jitter)},
+      {"norm_jitter", num(a.norm_jitter)},
   };
   bk::write_safetensors(a.out, out, meta);
 
   int64_t ignored = 0;
   for (int64_t i = 0; i < targets.numel(); ++i) ignored += targets.ptr<int32_t>()[i] < 0;
-  std::printf("oracle_dump_step: %s: %zu parameters, M=%d B=%d T=%d (%lld tokens, %lld ignored), loss %.9f\n",
-              a.out.c_str(), params.size(), M, B, T, (long long)step_tokens, (long long)ignored,
-              loss.ptr<double>()[0]);
+  std::printf("oracle_dump_step: %s: %s (n=%d), %zu parameters, M=%d B=%d T=%d (%lld tokens, %lld ignored), "
+              "loss %.9f\n",
+              a.out.c_str(), cfg.residual.mode.c_str(), int(cfg.streams()), params.size(), M, B, T,
+              (long long)step_tokens, (long long)ignored, loss.ptr<double>()[0]);
   return 0;
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Torch oracle for Birkhoff's dense model.
+"""Torch oracle for Birkhoff's model: the dense baseline and the hc / mhc n-stream models.
 
 Reads the safetensors file written by `oracle_dump_step` (tests/oracle/dump_step.cpp): the fp32
 weights, the tokens and targets of one step of M micro-batches, and the loss and gradients the
@@ -18,6 +18,20 @@ The model (see docs/architecture.md and src/model/):
     causal softmax attention, scale 1/sqrt(D), heads of width D = C / H
     RoPE, half-split ("rotate_half"): the pair (i, i + D/2) at position t rotates by
     t * theta^(-2i/D), positions counted from 0 in every sequence.
+With residual mode hc or mhc (metadata `residual_mode`, `streams` n), the state is n streams
+X [n, C] per token (the op contract at the bottom of kernels/op_list.inc):
+    X = [x, ..., x] (n copies of the embedding)
+    per sublayer F (attn, ffn, alternating; F includes its pre-norm):
+        X' = H_res X + H_post^T F(H_pre X),  i.e. X'_i = sum_j H_res[i,j] X_j + h_post[i] F(sum_j h_pre[j] X_j)
+    x = mean_i X_i, then the final norm and the head as above.
+  mhc, per token: v = vec(X) (stream-major, n*C), rinv = 1/sqrt(mean(v^2) + eps), z = phi v,
+    logits = alpha[g] * rinv * z + bias (groups: pre [0,n), post [n,2n), res [2n, n*n+2n), the
+    res block row-major: H_res[i,j] from 2n + i*n + j); h_pre = sigmoid, h_post = 2 sigmoid,
+    H_res = Sinkhorn(res logits): P = exp(L - max L), then sinkhorn_iters times: divide every
+    column by its sum, then every row by its sum (autograd through the unrolled iterations).
+  hc, per token and stream i: u_i = tanh(w (X_i / sqrt(mean(X_i^2) + eps))), w [n+2, C];
+    h_pre[i] = scale[0] u_i[0] + static_pre[i], h_post[i] = scale[1] u_i[1] + static_post[i],
+    H_res[j,i] = scale[2] u_i[2+j] + static_res[j,i] (stream i's dynamic term fills column i).
 Loss reduction (the trainer's, see dump_step.cpp): targets < 0 are ignored, and
     loss = sum of CE over non-ignored tokens / (all tokens of the step, M * B * T).
 
@@ -128,6 +142,15 @@ def expected_params(cfg):
         shapes[f"{p}.ffn.w1.weight"] = (Fd, C)
         shapes[f"{p}.ffn.w3.weight"] = (Fd, C)
         shapes[f"{p}.ffn.w2.weight"] = (C, Fd)
+        n = cfg["streams"]
+        for conn in ("attn_conn", "ffn_conn"):
+            c = f"{p}.{conn}"
+            if cfg["residual_mode"] == "mhc":
+                m = n * n + 2 * n
+                shapes.update({f"{c}.phi": (m, n * C), f"{c}.alpha": (3,), f"{c}.bias": (m,)})
+            elif cfg["residual_mode"] == "hc":
+                shapes.update({f"{c}.w": (n + 2, C), f"{c}.scale": (3,), f"{c}.static_pre": (n,),
+                               f"{c}.static_post": (n,), f"{c}.static_res": (n, n)})
     shapes["final_norm.weight"] = (C,)
     shapes["head.weight"] = (V, C)
     return shapes
@@ -189,12 +212,75 @@ def ffn(x, p, pre, cfg, mutate):
     return F.linear(F.silu(F.linear(n, gate)) * F.linear(n, up), p[f"{pre}.w2.weight"])
 
 
+def sinkhorn(L, iters, mutate):
+    """L: [..., n, n] logits; Sinkhorn-Knopp, columns then rows, unrolled (autograd goes through)."""
+    # The shift by the max only guards exp against overflow; the first column normalisation
+    # cancels it exactly, so it carries no gradient (detached).
+    P = torch.exp(L - L.detach().amax(dim=(-2, -1), keepdim=True))
+    for _ in range(iters):
+        if mutate == "sinkhorn_rows_first":
+            P = P / P.sum(dim=-1, keepdim=True)
+            P = P / P.sum(dim=-2, keepdim=True)
+        else:
+            P = P / P.sum(dim=-2, keepdim=True)  # each column (sum over rows i) to 1
+            P = P / P.sum(dim=-1, keepdim=True)  # each row (sum over columns j) to 1
+    return P
+
+
+def mhc_coefficients(X, p, c, cfg, mutate):
+    """X: [S, T, n, C] -> h_pre [S,T,n], h_post [S,T,n], H_res [S,T,n,n] (mhc)."""
+    n = X.shape[-2]
+    v = X.flatten(-2)                                                 # vec(X), stream-major [.., nC]
+    rinv = torch.rsqrt(v.pow(2).mean(dim=-1, keepdim=True) + cfg["norm_eps"])
+    z = F.linear(v, p[f"{c}.phi"])                                   # [.., m]
+    alpha = p[f"{c}.alpha"]
+    groups = torch.cat((alpha[0].expand(n), alpha[1].expand(n), alpha[2].expand(n * n)))
+    logits = groups * rinv * z + p[f"{c}.bias"]
+    h_pre = torch.sigmoid(logits[..., :n])
+    h_post = torch.sigmoid(logits[..., n:2 * n]) * (1 if mutate == "post_no_factor2" else 2)
+    L = logits[..., 2 * n:].unflatten(-1, (n, n))                    # row-major: L[i, j]
+    return h_pre, h_post, sinkhorn(L, cfg["sinkhorn_iters"], mutate)
+
+
+def hc_coefficients(X, p, c, cfg, mutate):
+    """X: [S, T, n, C] -> h_pre [S,T,n], h_post [S,T,n], H_res [S,T,n,n] (hc)."""
+    xn = X * torch.rsqrt(X.pow(2).mean(dim=-1, keepdim=True) + cfg["norm_eps"])  # per stream
+    u = torch.tanh(F.linear(xn, p[f"{c}.w"]))                        # u[.., i, k], [.., n, n+2]
+    scale = p[f"{c}.scale"]
+    h_pre = scale[0] * u[..., 0] + p[f"{c}.static_pre"]
+    h_post = scale[1] * u[..., 1] + p[f"{c}.static_post"]
+    dyn = u[..., 2:]                                                  # dyn[.., i, j] = u_i[2+j]
+    if mutate != "hc_res_rows":
+        dyn = dyn.transpose(-1, -2)                                   # H_res[j, i] = u_i[2+j]
+    h_res = scale[2] * dyn + p[f"{c}.static_res"]
+    return h_pre, h_post, h_res
+
+
+def connect(X, sublayer, p, c, cfg, mutate):
+    """One hc / mhc connector around `sublayer`: X' = H_res X + H_post^T F(H_pre X)."""
+    coeffs = mhc_coefficients if cfg["residual_mode"] == "mhc" else hc_coefficients
+    h_pre, h_post, h_res = coeffs(X, p, c, cfg, mutate)
+    f = sublayer(torch.einsum("stj,stjc->stc", h_pre, X))           # [S, T, C]
+    return torch.einsum("stij,stjc->stic", h_res, X) + h_post.unsqueeze(-1) * f.unsqueeze(-2)
+
+
 def step_loss(p, tokens, targets, cfg, mutate):
     """tokens, targets: [S, T] (all sequences of the step); returns the scalar step loss."""
     x = F.embedding(tokens, p["embed.weight"])
-    for l in range(cfg["n_layers"]):
-        x = x + attention(x, p, f"layers.{l}.attn", cfg, mutate)
-        x = x + ffn(x, p, f"layers.{l}.ffn", cfg, mutate)
+    if cfg["residual_mode"] == "baseline":
+        for l in range(cfg["n_layers"]):
+            x = x + attention(x, p, f"layers.{l}.attn", cfg, mutate)
+            x = x + ffn(x, p, f"layers.{l}.ffn", cfg, mutate)
+    else:
+        n = cfg["streams"]
+        X = x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1])     # [S, T, n, C]
+        for l in range(cfg["n_layers"]):
+            pre = f"layers.{l}"
+            X = connect(X, lambda u: attention(u, p, f"{pre}.attn", cfg, mutate), p,
+                        f"{pre}.attn_conn", cfg, mutate)
+            X = connect(X, lambda u: ffn(u, p, f"{pre}.ffn", cfg, mutate), p,
+                        f"{pre}.ffn_conn", cfg, mutate)
+        x = X.sum(dim=-2) if mutate == "collapse_sum" else X.mean(dim=-2)
     logits = F.linear(rms_norm(x, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
     logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
     if mutate == "mean_over_valid":  # PyTorch's default reduction, not the trainer's
@@ -240,13 +326,27 @@ def run(args):
     ints = ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "seq_len", "micro_batches",
             "micro_batch_size")
     cfg = {k: int(meta[k]) for k in ints}
+    cfg["residual_mode"] = meta.get("residual_mode", "baseline")
+    if cfg["residual_mode"] not in ("baseline", "hc", "mhc"):
+        raise OracleError(f"{args.file}: unknown residual_mode {cfg['residual_mode']!r}")
+    cfg["streams"] = int(meta.get("streams", 1))
+    cfg["sinkhorn_iters"] = int(meta.get("sinkhorn_iters", 0))
+    if cfg["residual_mode"] != "baseline" and cfg["streams"] < 2:
+        raise OracleError(f"{args.file}: {cfg['residual_mode']} with {cfg['streams']} streams")
+    if cfg["residual_mode"] == "mhc" and cfg["sinkhorn_iters"] < 1:
+        raise OracleError(f"{args.file}: mhc with sinkhorn_iters {cfg['sinkhorn_iters']}")
+    if args.mutate in MODE_MUTATIONS and cfg["residual_mode"] not in MODE_MUTATIONS[args.mutate]:
+        raise OracleError(f"--mutate {args.mutate} does not apply to residual mode {cfg['residual_mode']}")
     # The C++ model holds theta and eps as fp32 (AttentionShape, Norm): use those values.
     cfg["rope_theta"] = float(np.float32(float(meta["rope_theta"])))
     cfg["norm_eps"] = float(np.float32(float(meta["norm_eps"])))
     M, B, T = cfg["micro_batches"], cfg["micro_batch_size"], cfg["seq_len"]
     print(f"torch_oracle: {args.file}: V={cfg['vocab_size']} C={cfg['dim']} L={cfg['n_layers']} "
           f"H={cfg['n_heads']} F={cfg['ffn_dim']} T={T} M={M} B={B} theta={cfg['rope_theta']:g} "
-          f"eps={cfg['norm_eps']:g} (torch {torch.__version__}, float64)"
+          f"eps={cfg['norm_eps']:g} residual={cfg['residual_mode']}"
+          + (f" n={cfg['streams']}" if cfg["residual_mode"] != "baseline" else "")
+          + (f" sinkhorn_iters={cfg['sinkhorn_iters']}" if cfg["residual_mode"] == "mhc" else "")
+          + f" (torch {torch.__version__}, float64)"
           + (f", mutation {args.mutate}" if args.mutate else ""))
 
     # Every tensor the file must hold, with its dtype and shape; the names must match exactly.
@@ -266,10 +366,10 @@ def run(args):
         if not n.startswith("grad."):
             unusable.append(n)
     for n in sorted(set(tensors) - set(want)):
-        problems.append(f"unexpected tensor {n}" + (" (not a parameter of the dense model)"
+        problems.append(f"unexpected tensor {n}" + (f" (not a parameter of the {cfg['residual_mode']} model)"
                                                    if n.startswith(("param.", "grad.")) else ""))
     if unusable:
-        print("torch_oracle: FAIL: the file does not hold the dense model's step:")
+        print(f"torch_oracle: FAIL: the file does not hold the {cfg['residual_mode']} model's step:")
         for p in problems:
             print("  " + p)
         return 1
@@ -314,8 +414,15 @@ def run(args):
     return 0
 
 
+# Mutations of the connectors, and the residual modes each applies to.
+MODE_MUTATIONS = {
+    "sinkhorn_rows_first": ("mhc",),    # normalise rows before columns
+    "post_no_factor2": ("mhc",),        # h_post = sigmoid, not 2 sigmoid
+    "hc_res_rows": ("hc",),             # stream i's dynamic res term fills row i, not column i
+    "collapse_sum": ("hc", "mhc"),      # the final collapse sums the streams instead of the mean
+}
 MUTATIONS = ("rope_sign", "rope_freq", "rope_interleaved", "no_causal_mask", "swap_gate_up",
-             "norm_unweighted", "mean_over_valid")
+             "norm_unweighted", "mean_over_valid") + tuple(MODE_MUTATIONS)
 
 
 def main():

@@ -43,6 +43,12 @@ TEST(CrossEntropy, GradientMatchesFiniteDifferences) {
   for (int64_t v = 0; v < V; ++v) EXPECT_EQ(get(dl, 2 * V + v), 0.0) << "ignored row, column " << v;
 }
 
+TEST(CrossEntropy, ZeroGradScaleGivesZeroGradient) {  // e.g. a micro-batch of ignored tokens
+  Buffer logits = randn({N, V}, 85, 2.0, DType::f32), dl = randn({N, V}, 86, 1.0, DType::f32);
+  ops::cross_entropy_backward(dl, logits, ids(kTargets), 0.0f);
+  EXPECT_EQ(max_abs(dl), 0.0);
+}
+
 TEST(CrossEntropy, InPlaceBackward) {  // dlogits may overwrite the logits (saves a [N,V] buffer)
   Buffer logits = randn({N, V}, 83, 2.0), dl({N, V}, DType::f64), tg = ids(kTargets);
   ops::cross_entropy_backward(dl, logits, tg, kGradScale);

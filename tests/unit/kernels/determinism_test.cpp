@@ -38,6 +38,17 @@ TEST(Determinism, WeightGradientsIndependentOfThreadCount) {
     ops::rmsnorm_backward_weight(r[3], dy, x, r[1]);
     return r;
   });
+  expect_thread_independent("linear", [&] {
+    std::vector<Buffer> r;
+    r.emplace_back(Shape{N, C}, DType::f32);
+    r.emplace_back(Shape{N, C}, DType::f32);
+    r.push_back(randn({C, C}, 118, 1.0, DType::f32));
+    Buffer w = randn({C, C}, 119, 1.0, DType::f32);
+    ops::linear_forward(r[0], x, w);
+    ops::linear_backward_input(r[1], dy, w);
+    ops::linear_backward_weight(r[2], dy, x);
+    return r;
+  });
   expect_thread_independent("embedding", [&] {
     std::vector<Buffer> r;
     r.push_back(randn({V, C}, 114, 1.0, DType::f32));

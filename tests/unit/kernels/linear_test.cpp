@@ -5,17 +5,26 @@ namespace {
 
 constexpr int64_t N = 6, I = 5, O = 4;
 
-TEST(Linear, ForwardMatchesDefinition) {
-  Buffer x = randn({N, I}, 30), w = randn({O, I}, 31), y({N, O}, DType::f64);
+// Large enough that the kernels split y, dx (260 rows) and dw (150 rows) into several GEMM
+// row blocks; every product against a plain loop.
+TEST(Linear, MatchesPlainLoopsAcrossRowBlocks) {
+  constexpr int64_t n = 260, i = 20, o = 150;
+  Buffer x = randn({n, i}, 30), w = randn({o, i}, 31), dy = randn({n, o}, 29);
+  Buffer y({n, o}, DType::f64), dx({n, i}, DType::f64), dw0 = randn({o, i}, 28), dw = clone(dw0);
   ops::linear_forward(y, x, w);
-  Buffer want({N, O}, DType::f64);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t o = 0; o < O; ++o) {
-      double s = 0;
-      for (int64_t i = 0; i < I; ++i) s += get(x, n * I + i) * get(w, o * I + i);
-      set(want, n * O + o, s);
-    }
-  EXPECT_LT(rel_err(y, want), 1e-14);
+  ops::linear_backward_input(dx, dy, w);
+  ops::linear_backward_weight(dw, dy, x);
+  Buffer want_y({n, o}, DType::f64), want_dx({n, i}, DType::f64), want_dw = clone(dw0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t a = 0; a < o; ++a)
+      for (int64_t b = 0; b < i; ++b) {
+        set(want_y, r * o + a, get(want_y, r * o + a) + get(x, r * i + b) * get(w, a * i + b));
+        set(want_dx, r * i + b, get(want_dx, r * i + b) + get(dy, r * o + a) * get(w, a * i + b));
+        set(want_dw, a * i + b, get(want_dw, a * i + b) + get(dy, r * o + a) * get(x, r * i + b));
+      }
+  EXPECT_LT(rel_err(y, want_y), 1e-13);
+  EXPECT_LT(rel_err(dx, want_dx), 1e-13);
+  EXPECT_LT(rel_err(dw, want_dw), 1e-13);
 }
 
 TEST(Linear, GradientsMatchFiniteDifferences) {
@@ -32,9 +41,9 @@ TEST(Linear, GradientsMatchFiniteDifferences) {
   expect_grad("dw", minus(dw, prefill), w, loss);
 }
 
-// Larger than the FD shapes so sgemm takes its blocked paths.
+// Several row blocks, and sizes that are not multiples of any GEMM kernel's tile.
 TEST(Linear, F32MatchesF64) {
-  constexpr int64_t n = 67, i = 45, o = 33;
+  constexpr int64_t n = 267, i = 45, o = 133;
   Buffer x = randn({n, i}, 36), w = randn({o, i}, 37), dy = randn({n, o}, 38), dw0 = randn({o, i}, 39);
   auto run = [&](DType dt) {
     Buffer xx = cast(x, dt), ww = cast(w, dt), g = cast(dy, dt);

@@ -1,0 +1,134 @@
+// Sinkhorn-Knopp on each token's n x n block (docs/mhc.md, "Kernels"):
+//   P0 = exp(L - max L);  `iters` times: P <- P / colsum(P) (each column), P <- P / rowsum(P).
+// Rows sum to 1 (to rounding) at the end; columns approach 1 as iters grows.
+// A sum below the smallest normal number (a column or row whose entries all underflowed)
+// counts as a zero scale: the entries stay 0 and pass no gradient, instead of 0/0 = NaN.
+//
+// Backward: the forward is recomputed per token, keeping every normalised matrix and its
+// inverse sums (the tape: n*n + 2*iters*(n*n + n) values, a per-thread buffer), then reversed
+// exactly. For Q = P / rowsum(P) (s_i = row sum i):  dP_ij = (dQ_ij - sum_k dQ_ik Q_ik) / s_i,
+// for the columns the same with i and j swapped; finally dL = dP0 * P0 (the max subtraction
+// contributes nothing: every normalisation is invariant to the scale of P).
+// Sums are in the input dtype, in index order.
+#include <limits>
+#include <vector>
+
+#include "kernels/cpu/connector_common.h"
+
+namespace bk::cpu {
+
+namespace {
+// P [n*n] <- P / colsum(P) (cols) or P / rowsum(P); inv [n] <- the inverse sums used.
+template <typename T> void normalise(T* P, T* inv, int64_t n, bool cols) {
+  constexpr T kTiny = std::numeric_limits<T>::min();
+  for (int64_t a = 0; a < n; ++a) {
+    T s = 0;
+    for (int64_t b = 0; b < n; ++b) s += cols ? P[b * n + a] : P[a * n + b];
+    inv[a] = s >= kTiny ? T(1) / s : T(0);
+  }
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) P[i * n + j] *= inv[cols ? j : i];
+}
+
+// Tape of one token: P0, then per normalisation step s (2*iters of them, columns first):
+// the matrix after the step and the inverse sums it used.
+template <typename T> struct Tape {
+  T* base;
+  int64_t n;
+  T* p0() const { return base; }
+  T* q(int64_t s) const { return base + n * n + s * (n * n + n); }
+  T* inv(int64_t s) const { return q(s) + n * n; }
+};
+int64_t tape_size(int64_t n, int iters) { return n * n + 2 * int64_t(iters) * (n * n + n); }
+
+// The forward of one block: P [n*n] from L [n*n]; fills the tape when given one.
+template <typename T>
+void forward_block(T* P, const T* L, int64_t n, int iters, const Tape<T>* tape, T* inv) {
+  const int64_t nn = n * n;
+  T mx = L[0];
+  for (int64_t k = 1; k < nn; ++k) mx = std::max(mx, L[k]);
+  for (int64_t k = 0; k < nn; ++k) P[k] = std::exp(L[k] - mx);
+  if (tape) std::copy(P, P + nn, tape->p0());
+  for (int64_t s = 0; s < 2 * int64_t(iters); ++s) {
+    T* sums = tape ? tape->inv(s) : inv;
+    normalise(P, sums, n, s % 2 == 0);
+    if (tape) std::copy(P, P + nn, tape->q(s));
+  }
+}
+
+void check(const char* op, const char* out_name, const Tensor& out, const char* in_name,
+           const Tensor& in, std::initializer_list<Arg> more, int iters) {
+  BK_CHECK(in.ndim() == 3 && in.size(1) == in.size(2) && in.size(1) >= 1,
+           "{}: {} is {}; expected [N, n, n] with n >= 1", op, in_name, in.shape.str());
+  for (const Arg& a : more)
+    BK_CHECK(a.t.shape == in.shape, "{}: {} is {} but must be [N, n, n] = {} like {}", op, a.name,
+             a.t.shape.str(), in.shape.str(), in_name);
+  BK_CHECK(out.shape == in.shape, "{}: {} is {} but must be [N, n, n] = {} like {}", op, out_name,
+           out.shape.str(), in.shape.str(), in_name);
+  BK_CHECK(iters >= 1, "{}: iters is {}; Sinkhorn-Knopp needs at least 1 iteration", op, iters);
+}
+}  // namespace
+
+void sinkhorn_forward(Tensor p, Tensor logits, int iters, Stream) {
+  const char* op = "sinkhorn_forward";
+  const DType dt = float_dtype(op, {{"p", p}, {"logits", logits}});
+  check(op, "p", p, "logits", logits, {}, iters);
+  const int64_t N = logits.size(0), n = logits.size(1), nn = n * n;
+  dispatch(dt, [&]<typename T>() {
+    const T* pl = logits.ptr<T>();
+    T* pp = p.ptr<T>();
+#pragma omp parallel if (N * nn * iters >= kParallelMin)
+    {
+      std::vector<T> inv(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < N; ++t)
+        forward_block<T>(pp + t * nn, pl + t * nn, n, iters, nullptr, inv.data());
+    }
+  });
+}
+
+void sinkhorn_backward(Tensor dlogits, Tensor dp, Tensor logits, int iters, Stream) {
+  const char* op = "sinkhorn_backward";
+  const DType dt = float_dtype(op, {{"dlogits", dlogits}, {"dp", dp}, {"logits", logits}});
+  check(op, "dlogits", dlogits, "logits", logits, {{"dp", dp}}, iters);
+  const int64_t N = logits.size(0), n = logits.size(1), nn = n * n;
+  dispatch(dt, [&]<typename T>() {
+    const T *pl = logits.ptr<T>(), *pdp = dp.ptr<T>();
+    T* pdl = dlogits.ptr<T>();
+#pragma omp parallel if (N * nn * iters >= kParallelMin)
+    {
+      std::vector<T> buf(size_t(tape_size(n, iters) + 2 * nn + n));
+      const Tape<T> tape{buf.data(), n};
+      T* P = buf.data() + tape_size(n, iters);
+      T* G = P + nn;
+      T* d = G + nn;
+#pragma omp for schedule(static)
+      for (int64_t t = 0; t < N; ++t) {
+        forward_block<T>(P, pl + t * nn, n, iters, &tape, nullptr);
+        std::copy(pdp + t * nn, pdp + (t + 1) * nn, G);
+        for (int64_t s = 2 * int64_t(iters) - 1; s >= 0; --s) {
+          const T *Q = tape.q(s), *inv = tape.inv(s);
+          if (s % 2 == 1) {  // rows: d_i = sum_k G_ik Q_ik
+            for (int64_t i = 0; i < n; ++i) {
+              T acc = 0;
+              for (int64_t k = 0; k < n; ++k) acc += G[i * n + k] * Q[i * n + k];
+              d[i] = acc;
+            }
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[i]) * inv[i];
+          } else {  // columns: d_j = sum_k G_kj Q_kj
+            for (int64_t j = 0; j < n; ++j) d[j] = 0;
+            for (int64_t k = 0; k < n; ++k)
+              for (int64_t j = 0; j < n; ++j) d[j] += G[k * n + j] * Q[k * n + j];
+            for (int64_t i = 0; i < n; ++i)
+              for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[j]) * inv[j];
+          }
+        }
+        const T* P0 = tape.p0();
+        for (int64_t k = 0; k < nn; ++k) pdl[t * nn + k] = G[k] * P0[k];
+      }
+    }
+  });
+}
+
+}  // namespace bk::cpu

@@ -1,0 +1,37 @@
+#include "model/streams.h"
+
+#include "kernels/ops.h"
+
+namespace bk {
+
+void StreamExpand::forward(const MicroBatch& mb, Tensor x, Tensor y) {
+  ops::stream_expand_forward(y.view({mb.tokens_count(), n_, dim_}), x);
+}
+
+void StreamExpand::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
+  ops::stream_expand_backward(dx, dy.view({mb.tokens_count(), n_, dim_}));
+}
+
+StreamCollapse::StreamCollapse(int64_t n, int64_t dim) : n_(n), dim_(dim) {}
+
+// The collapse is the pre apply with h_pre = 1/n for every token.
+Buffer StreamCollapse::weights_for(int64_t tokens) const {
+  Buffer h({tokens, n_});
+  float* p = h.ptr<float>();
+  for (int64_t i = 0; i < h.numel(); ++i) p[i] = 1.0f / float(n_);
+  return h;
+}
+
+void StreamCollapse::forward(const MicroBatch& mb, Tensor x, Tensor y) {
+  const int64_t N = mb.tokens_count();
+  ops::stream_pre_forward(y, x.view({N, n_, dim_}), weights_for(N));
+}
+
+void StreamCollapse::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
+  const int64_t N = mb.tokens_count();
+  // dx needs only the weights; x enters only the (discarded) gradient of the fixed weights.
+  Buffer dh({N, n_}), no_x({N, n_, dim_});
+  ops::stream_pre_backward(dx.view({N, n_, dim_}), dh, dy, no_x, weights_for(N));
+}
+
+}  // namespace bk
