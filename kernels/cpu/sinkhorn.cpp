@@ -18,9 +18,14 @@
 namespace bk::cpu {
 
 namespace {
+// Every per-token routine takes the block size n as a template constant NC when it is one of
+// the common sizes (the loops then unroll fully), else NC = 0 and n at run time.
+template <int64_t NC> constexpr int64_t size_of(int64_t n) { return NC ? NC : n; }
+
 // P [n*n] <- P / colsum(P) (cols) or P / rowsum(P); inv [n] <- the inverse sums used.
-template <typename T> void normalise(T* P, T* inv, int64_t n, bool cols) {
+template <int64_t NC, typename T> void normalise(T* P, T* inv, int64_t n_, bool cols) {
   constexpr T kTiny = std::numeric_limits<T>::min();
+  const int64_t n = size_of<NC>(n_);
   for (int64_t a = 0; a < n; ++a) {
     T s = 0;
     for (int64_t b = 0; b < n; ++b) s += cols ? P[b * n + a] : P[a * n + b];
@@ -42,17 +47,56 @@ template <typename T> struct Tape {
 int64_t tape_size(int64_t n, int iters) { return n * n + 2 * int64_t(iters) * (n * n + n); }
 
 // The forward of one block: P [n*n] from L [n*n]; fills the tape when given one.
-template <typename T>
-void forward_block(T* P, const T* L, int64_t n, int iters, const Tape<T>* tape, T* inv) {
-  const int64_t nn = n * n;
+template <int64_t NC, typename T>
+void forward_block(T* P, const T* L, int64_t n_, int iters, const Tape<T>* tape, T* inv) {
+  const int64_t n = size_of<NC>(n_), nn = n * n;
   T mx = L[0];
   for (int64_t k = 1; k < nn; ++k) mx = std::max(mx, L[k]);
   for (int64_t k = 0; k < nn; ++k) P[k] = std::exp(L[k] - mx);
   if (tape) std::copy(P, P + nn, tape->p0());
   for (int64_t s = 0; s < 2 * int64_t(iters); ++s) {
     T* sums = tape ? tape->inv(s) : inv;
-    normalise(P, sums, n, s % 2 == 0);
+    normalise<NC>(P, sums, n, s % 2 == 0);
     if (tape) std::copy(P, P + nn, tape->q(s));
+  }
+}
+
+// The backward of one block: dL [n*n] from dp [n*n] and L; G [n*n] and d [n] are scratch.
+template <int64_t NC, typename T>
+void backward_block(T* dL, const T* dp, const T* L, int64_t n_, int iters, const Tape<T>& tape,
+                    T* P, T* G, T* d) {
+  const int64_t n = size_of<NC>(n_), nn = n * n;
+  forward_block<NC>(P, L, n, iters, &tape, static_cast<T*>(nullptr));
+  std::copy(dp, dp + nn, G);
+  for (int64_t s = 2 * int64_t(iters) - 1; s >= 0; --s) {
+    const T *Q = tape.q(s), *inv = tape.inv(s);
+    if (s % 2 == 1) {  // rows: d_i = sum_k G_ik Q_ik
+      for (int64_t i = 0; i < n; ++i) {
+        T acc = 0;
+        for (int64_t k = 0; k < n; ++k) acc += G[i * n + k] * Q[i * n + k];
+        d[i] = acc;
+      }
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[i]) * inv[i];
+    } else {  // columns: d_j = sum_k G_kj Q_kj
+      for (int64_t j = 0; j < n; ++j) d[j] = 0;
+      for (int64_t k = 0; k < n; ++k)
+        for (int64_t j = 0; j < n; ++j) d[j] += G[k * n + j] * Q[k * n + j];
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[j]) * inv[j];
+    }
+  }
+  const T* P0 = tape.p0();
+  for (int64_t k = 0; k < nn; ++k) dL[k] = G[k] * P0[k];
+}
+
+// f.template operator()<NC>() with NC = n for the unrolled sizes, else 0.
+template <typename F> void dispatch_n(int64_t n, F&& f) {
+  switch (n) {
+    case 2: f.template operator()<2>(); break;
+    case 3: f.template operator()<3>(); break;
+    case 4: f.template operator()<4>(); break;
+    default: f.template operator()<0>();
   }
 }
 
@@ -77,13 +121,16 @@ void sinkhorn_forward(Tensor p, Tensor logits, int iters, Stream) {
   dispatch(dt, [&]<typename T>() {
     const T* pl = logits.ptr<T>();
     T* pp = p.ptr<T>();
+    dispatch_n(n, [&]<int64_t NC>() {
 #pragma omp parallel if (N * nn * iters >= kParallelMin)
-    {
-      std::vector<T> inv(static_cast<size_t>(n));
+      {
+        std::vector<T> inv(static_cast<size_t>(n));
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < N; ++t)
-        forward_block<T>(pp + t * nn, pl + t * nn, n, iters, nullptr, inv.data());
-    }
+        for (int64_t t = 0; t < N; ++t)
+          forward_block<NC>(pp + t * nn, pl + t * nn, n, iters, static_cast<const Tape<T>*>(nullptr),
+                            inv.data());
+      }
+    });
   });
 }
 
@@ -95,39 +142,18 @@ void sinkhorn_backward(Tensor dlogits, Tensor dp, Tensor logits, int iters, Stre
   dispatch(dt, [&]<typename T>() {
     const T *pl = logits.ptr<T>(), *pdp = dp.ptr<T>();
     T* pdl = dlogits.ptr<T>();
+    dispatch_n(n, [&]<int64_t NC>() {
 #pragma omp parallel if (N * nn * iters >= kParallelMin)
-    {
-      std::vector<T> buf(size_t(tape_size(n, iters) + 2 * nn + n));
-      const Tape<T> tape{buf.data(), n};
-      T* P = buf.data() + tape_size(n, iters);
-      T* G = P + nn;
-      T* d = G + nn;
+      {
+        std::vector<T> buf(size_t(tape_size(n, iters) + 2 * nn + n));
+        const Tape<T> tape{buf.data(), n};
+        T* P = buf.data() + tape_size(n, iters);
 #pragma omp for schedule(static)
-      for (int64_t t = 0; t < N; ++t) {
-        forward_block<T>(P, pl + t * nn, n, iters, &tape, nullptr);
-        std::copy(pdp + t * nn, pdp + (t + 1) * nn, G);
-        for (int64_t s = 2 * int64_t(iters) - 1; s >= 0; --s) {
-          const T *Q = tape.q(s), *inv = tape.inv(s);
-          if (s % 2 == 1) {  // rows: d_i = sum_k G_ik Q_ik
-            for (int64_t i = 0; i < n; ++i) {
-              T acc = 0;
-              for (int64_t k = 0; k < n; ++k) acc += G[i * n + k] * Q[i * n + k];
-              d[i] = acc;
-            }
-            for (int64_t i = 0; i < n; ++i)
-              for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[i]) * inv[i];
-          } else {  // columns: d_j = sum_k G_kj Q_kj
-            for (int64_t j = 0; j < n; ++j) d[j] = 0;
-            for (int64_t k = 0; k < n; ++k)
-              for (int64_t j = 0; j < n; ++j) d[j] += G[k * n + j] * Q[k * n + j];
-            for (int64_t i = 0; i < n; ++i)
-              for (int64_t j = 0; j < n; ++j) G[i * n + j] = (G[i * n + j] - d[j]) * inv[j];
-          }
-        }
-        const T* P0 = tape.p0();
-        for (int64_t k = 0; k < nn; ++k) pdl[t * nn + k] = G[k] * P0[k];
+        for (int64_t t = 0; t < N; ++t)
+          backward_block<NC>(pdl + t * nn, pdp + t * nn, pl + t * nn, n, iters, tape, P, P + nn,
+                             P + 2 * nn);
       }
-    }
+    });
   });
 }
 

@@ -21,7 +21,7 @@ cases = [
     (["train"], 1, ["exactly one config file"]),
     (["train", cfg, "--bogus"], 1, ["unknown option --bogus"]),
     (["train", "/nonexistent/x.yaml"], 1, ["/nonexistent/x.yaml"]),
-    (["train", bad_yaml], 1, ["bad.yaml", "3"]),
+    (["train", bad_yaml], 1, ["bad.yaml:", "YAML syntax error"]),
     (["train", cfg, "--set", "model.dimm=3"] + data, 1, ["model.dimm"]),
     (["train", cfg, "--set", "training.steps=-5"] + data, 1, ["training.steps"]),
     (["train", cfg, "--set", "model.n_heads=5"] + data, 1, ["model.n_heads"]),

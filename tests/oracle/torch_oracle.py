@@ -296,9 +296,10 @@ def fmt_row(cols, widths):
 
 
 def print_table(rows, title):
-    head = ("tensor", "shape", "|torch|", "rel err", "max abs err", "tol", "status")
+    head = ("tensor", "shape", "|torch|", "|ref|", "rel err", "max abs err", "tol", "status")
     body = [(r["name"], "x".join(map(str, r["shape"])) or "scalar", f"{r['norm']:.3e}",
-             f"{r['rel']:.2e}", f"{r['maxabs']:.2e}", f"{r['tol']:.0e}", "ok" if r["ok"] else "FAIL")
+             f"{r['ref']:.3e}" + ("*" if r["ref"] != r["norm"] else " "), f"{r['rel']:.2e}",
+             f"{r['maxabs']:.2e}", f"{r['tol']:.0e}", "ok" if r["ok"] else "FAIL")
             for r in rows]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body)]
     print(title)
@@ -307,16 +308,40 @@ def print_table(rows, title):
         print("  " + fmt_row(b, widths))
 
 
-def compare(name, got, ref, tol):
-    """Relative Frobenius error of got against ref (float64 numpy arrays)."""
+def compare(name, got, ref, tol, ref_norm=None):
+    """Relative Frobenius error of got against ref (float64 numpy arrays): ||got - ref|| / ref_norm,
+    ref_norm = ||ref|| unless given (a connector's coefficient group, see conn_group)."""
     diff = got - ref
     norm = float(np.linalg.norm(ref))
+    ref_norm = norm if ref_norm is None else max(ref_norm, norm)
     err = float(np.linalg.norm(diff))
-    rel = err / norm if norm > 0 else (0.0 if err == 0 else math.inf)
+    rel = err / ref_norm if ref_norm > 0 else (0.0 if err == 0 else math.inf)
     maxabs = float(np.max(np.abs(diff))) if diff.size else 0.0
     ok = bool(np.all(np.isfinite(got))) and rel <= tol   # NaN fails: rel <= tol is False
-    return {"name": name, "shape": list(ref.shape), "norm": norm, "rel": rel, "maxabs": maxabs,
-            "tol": tol, "ok": ok}
+    return {"name": name, "shape": list(ref.shape), "norm": norm, "ref": ref_norm, "rel": rel,
+            "maxabs": maxabs, "tol": tol, "ok": ok}
+
+
+def conn_group(name):
+    """The connector of a coefficient parameter (mhc alpha, bias; hc scale, static_*), else None.
+
+    These tensors are measured against the norm of their connector's whole coefficient gradient
+    (all of them together), not their own: their gradients are sums over tokens of the gradients
+    of the coefficients (dh_pre, dh_post, dh_res, or the logits'), and some of those vanish by
+    structure, not by chance. The sublayer F starts with an RMSNorm, so F(H_pre X) is invariant
+    to the scale of H_pre X (up to eps) and the gradient along h_pre has sum_i h_pre[i] dh_pre[i]
+    ~ 0 per token; in the first sublayer the streams are still identical, so every dh_pre[i] is
+    ~ 0 and hc's static_pre gradient (and scale[0]'s) is eps-sized, pure cancellation: fp32
+    cannot give it any relative accuracy (torch itself in float32 is off by up to 7e-3 there),
+    although its absolute error is at the fp32 level of the connector's other coefficient
+    gradients (a few 1e-7 of them), which is what the group norm measures. A slip in one of
+    these tensors is still a 1e-2..1 error against the group (see --mutate)."""
+    for conn in ("attn_conn.", "ffn_conn."):
+        at = name.find(conn)
+        if at >= 0 and name[at + len(conn):] in ("alpha", "bias", "scale", "static_pre",
+                                                  "static_post", "static_res"):
+            return name[:at + len(conn) - 1]
+    return None
 
 
 def run(args):
@@ -391,14 +416,21 @@ def run(args):
     loss.backward()
 
     rows = [compare("loss", tensors["loss"][1].astype(np.float64), np.array([loss.item()]), args.loss_rtol)]
+    group_sq = {}
+    for n in shapes:
+        if conn_group(n):
+            group_sq[conn_group(n)] = group_sq.get(conn_group(n), 0.0) + float(params[n].grad.pow(2).sum())
     for n in shapes:
         if f"grad.{n}" in tensors and tensors[f"grad.{n}"][1].shape == shapes[n]:
+            g = conn_group(n)
             rows.append(compare(f"grad.{n}", tensors[f"grad.{n}"][1].astype(np.float64),
-                                params[n].grad.numpy(), args.grad_rtol))
+                                params[n].grad.numpy(), args.grad_rtol,
+                                math.sqrt(group_sq[g]) if g else None))
     bad = [r for r in rows if not r["ok"]]
     print(f"torch_oracle: loss bk {float(tensors['loss'][1][0]):.9f} torch {loss.item():.9f} "
           f"({M * B * T} tokens, {n_ignored} ignored)")
-    print_table(rows, "per-tensor errors (rel err = ||bk - torch||_F / ||torch||_F):")
+    print_table(rows, "per-tensor errors (rel err = ||bk - torch||_F / |ref|, |ref| = ||torch||_F; "
+                      "* = the norm of the connector's coefficient gradients, see conn_group):")
     worst = max(rows, key=lambda r: r["rel"] / r["tol"])
     if bad or problems:
         print(f"torch_oracle: FAIL: {len(bad)} of {len(rows)} tensors outside tolerance"

@@ -32,11 +32,12 @@ struct Mhc {
 
 // The definition, written out in double without the kernel's helpers.
 TEST(MhcCoeffs, ForwardMatchesScalarDefinition) {
-  for (int64_t n : {4, 2}) {
-    SCOPED_TRACE(n);
-    Mhc c(5, n, 12, 100 + n);
+  // The last case spans two GEMM row blocks (128 tokens) and two column blocks (n*C > 128).
+  for (auto [N, n, C] : {std::array<int64_t, 3>{5, 4, 12}, {5, 2, 12}, {150, 4, 40}}) {
+    SCOPED_TRACE(::testing::Message() << "N = " << N << ", n = " << n << ", C = " << C);
+    Mhc c(N, n, C, 100 + N + n);
     c.forward();
-    const int64_t N = c.N, C = c.C, m = c.m, K = c.K;
+    const int64_t m = c.m, K = c.K;
     for (int64_t t = 0; t < N; ++t) {
       double ss = 0;
       for (int64_t k = 0; k < K; ++k) ss += get(c.x, t * K + k) * get(c.x, t * K + k);
@@ -57,9 +58,14 @@ TEST(MhcCoeffs, ForwardMatchesScalarDefinition) {
   }
 }
 
-void check_gradients(int64_t n, int64_t C, uint64_t seed) {
-  SCOPED_TRACE(::testing::Message() << "n = " << n << ", C = " << C);
-  constexpr int64_t N = 3;
+// Element-wise central differences, or (large shapes) along one random direction per tensor.
+void check_gradients(int64_t n, int64_t C, uint64_t seed, int64_t N = 3, bool directional = false) {
+  SCOPED_TRACE(::testing::Message() << "N = " << N << ", n = " << n << ", C = " << C);
+  auto expect_grad = [&](const char* what, const Tensor& analytic, const Tensor& x,
+                         const std::function<double()>& f) {
+    if (directional) expect_directional_grad(what, analytic, x, f, seed + 30);
+    else test::expect_grad(what, analytic, x, f);
+  };
   Mhc c(N, n, C, seed);
   const int64_t m = c.m, K = c.K;
   Buffer R1 = randn({N, n}, seed + 10), R2 = randn({N, n}, seed + 11),
@@ -87,6 +93,10 @@ TEST(MhcCoeffs, GradientsMatchFiniteDifferences) {
   check_gradients(2, 12, 300);
   check_gradients(4, 5, 400);
 }
+
+// Two GEMM row blocks of tokens and two column blocks of dphi (n*C = 160 > 128), checked along
+// random directions.
+TEST(MhcCoeffs, GradientsMatchFiniteDifferencesAcrossBlocks) { check_gradients(4, 40, 900, 150, true); }
 
 // dlogits is the gradient with respect to each token's logits: with one token it equals dbias.
 TEST(MhcCoeffs, DlogitsIsTheLogitGradient) {

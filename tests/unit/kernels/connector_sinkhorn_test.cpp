@@ -49,6 +49,7 @@ TEST(Sinkhorn, GradientMatchesFiniteDifferences) {
     for (double spread : {1.0, 5.0}) check_gradient(4, iters, spread, seed += 2);
   check_gradient(2, 5, 1.0, 200);
   check_gradient(3, 20, 5.0, 202);
+  check_gradient(5, 5, 1.0, 204);  // no unrolled specialisation for n = 5
 }
 
 TEST(Sinkhorn, RowsSumToOneAndColumnsConverge) {
@@ -94,7 +95,7 @@ TEST(Sinkhorn, DoublyStochasticInputIsAFixedPoint) {
         set(L, t * n * n + i * n + j, std::log(d) + 3.0 * double(t) - 1.0);
       }
   }
-  for (int iters : {1, 20}) EXPECT_LT(rel_err(sinkhorn(L, iters), D), 1e-14) << iters;
+  for (int iters : {1, 20}) EXPECT_LT(rel_err(sinkhorn(L, iters), D), 1e-13) << iters;
 }
 
 // A row or column whose entries all underflow stays 0 and passes no gradient: no 0/0.

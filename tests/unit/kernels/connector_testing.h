@@ -46,4 +46,28 @@ inline bool all_finite(const Tensor& t) {
   return true;
 }
 
+// The analytic gradient's component along one random direction V matches the central
+// difference of f along V: one pair of evaluations per tensor, for shapes too large for
+// element-wise differences (several GEMM row and column blocks). A wrong element of the
+// gradient moves sum(analytic * V) by about its size times |V_i| ~ 1, far above the tolerance
+// (1e-7 of |analytic|, the typical size of the product for a random V).
+inline void expect_directional_grad(const char* what, const Tensor& analytic, const Tensor& x,
+                                    const std::function<double()>& f, uint64_t stream) {
+  Buffer V = randn(x.shape, stream), x0 = clone(x);
+  auto at = [&](double e) {
+    for (int64_t i = 0; i < x.numel(); ++i) set(x, i, get(x0, i) + e * get(V, i));
+    return f();
+  };
+  const double fd = (at(kFdEps) - at(-kFdEps)) / (2 * kFdEps);
+  at(0);
+  double an = 0, norm = 0;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    an += get(analytic, i) * get(V, i);
+    norm += get(analytic, i) * get(analytic, i);
+  }
+  norm = std::sqrt(norm);
+  ASSERT_GT(norm, 1e-3) << what << ": degenerate check, the gradient is ~0";
+  EXPECT_LT(std::abs(fd - an), 1e-7 * norm) << what << ": fd " << fd << " analytic " << an;
+}
+
 }  // namespace bk::test

@@ -84,6 +84,7 @@ TEST_P(ConnectorInit, RandomDynamicProjectionBreaksTheEquivalence) {
   // The check above must be able to fail: with a random projection the model differs.
   ModelConfig c = config(GetParam());
   c.residual.phi_init_std = 0.5;
+  c.residual.alpha_init = 1.0;  // let the random dynamic terms show
   const Result base = run(config("baseline"));
   const Result other = run(c);
   EXPECT_GT(std::abs(other.loss - base.loss), 1e-4 * base.loss);
