@@ -1,6 +1,6 @@
 // Shared pieces of the residual-connector kernels (mhc_coeffs, sinkhorn, hc_coeffs,
-// stream_apply): shape checks against the stream state X [N, n, C], and the small per-token
-// numerics (sigmoid).
+// stream_apply; docs/mhc.md, "Kernels"): shape checks against the stream state X [N, n, C],
+// the column-blocked weight-gradient GEMM, and the small numerics (sigmoid, tanh).
 #pragma once
 #include <cmath>
 
@@ -48,6 +48,23 @@ template <typename T> inline void add_scaled(T* y, T a, const T* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+// tanh that vectorises inside `omp simd` loops (glibc's tanhf is a call per element, most of
+// hc_coeffs_forward's time). f32: Cephes' tanhf, x + x^3 P(x^2) for |x| < 0.625, else
+// sign(x) (1 - 2 / (e^{2|x|} + 1)) with exp_fast (which saturates at e^88: tanh = +-1);
+// a few ulp. f64 keeps std::tanh (the exact reference of the gradient checks).
+inline float tanh_fast(float x) {
+  const float a = std::abs(x), z = x * x;
+  float p = -5.70498872745e-3f;
+  p = p * z + 2.06390887954e-2f;
+  p = p * z - 5.37397155531e-2f;
+  p = p * z + 1.33314422036e-1f;
+  p = p * z - 3.33332819422e-1f;
+  const float small = p * z * x + x;
+  const float large = std::copysign(1.0f - 2.0f / (exp_fast(2.0f * a) + 1.0f), x);
+  return a < 0.625f ? small : large;
+}
+inline double tanh_fast(double x) { return std::tanh(x); }
+
 // 1/(1+e^-l) without overflow for any |l|: e^-|l| is at most 1.
 template <typename T> inline T sigmoid(T l) {
   const T e = std::exp(-std::abs(l));
@@ -57,7 +74,7 @@ template <typename T> inline T sigmoid(T l) {
 // dw[M, K] += g[R, M]^T x[R, K] (a weight gradient summed over R rows): fixed blocks of
 // kColBlock columns of dw spread over OpenMP threads, each one single-threaded GEMM over all R
 // rows, so every element is one sum in a fixed order whatever the thread count.
-constexpr int64_t kColBlock = 128;
+constexpr int64_t kColBlock = 64;
 template <typename T>
 void accumulate_gt_x(T* dw, const T* g, const T* x, int64_t R, int64_t M, int64_t K) {
   if (R == 0 || M == 0 || K == 0) return;

@@ -4,7 +4,7 @@
 //   h_pre[i] = scale[0] u_i[0] + static_pre[i],  h_post[i] = scale[1] u_i[1] + static_post[i],
 //   h_res[j,i] = scale[2] u_i[2+j] + static_res[j,i]   (stream i's term fills column i).
 // w X_i is a GEMM over blocks of stream rows (rinv applied after the product); u is written
-// there first as the raw product and turned into tanh in place.
+// there first as the raw product and turned into tanh in place (tanh_fast: vectorised in f32).
 //
 // Backward (a_i = w xn_i, the pre-tanh values; dlogits = d loss / d a):
 //   dlogits_i[0] = scale[0] dh_pre[i] (1 - u_i[0]^2),  dlogits_i[1] = scale[1] dh_post[i] (...),
@@ -52,12 +52,17 @@ void hc_coeffs_forward(Tensor h_pre, Tensor h_post, Tensor h_res, Tensor rinv, T
     gemm_row_blocks(R, R * M * C, [&](int64_t r0, int64_t r1) {
       gemm<T>(false, true, r1 - r0, M, C, T(1), px + r0 * C, C, pw, C, T(0), pu + r0 * M, M);
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t t = r / n, i = r % n;
         const T* xr = px + r * C;
         const T ri = T(1) / std::sqrt(dot(xr, xr, C) / T(C) + T(eps));
         pr[r] = ri;
-        T* ur = pu + r * M;
-        for (int64_t k = 0; k < M; ++k) ur[k] = std::tanh(ri * ur[k]);
+        for (int64_t k = 0; k < M; ++k) pu[r * M + k] *= ri;
+      }
+      T* ub = pu + r0 * M;
+#pragma omp simd
+      for (int64_t k = 0; k < (r1 - r0) * M; ++k) ub[k] = tanh_fast(ub[k]);
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t t = r / n, i = r % n;
+        const T* ur = pu + r * M;
         ppre[r] = ps[0] * ur[0] + sp[i];
         ppost[r] = ps[1] * ur[1] + so[i];
         for (int64_t j = 0; j < n; ++j)

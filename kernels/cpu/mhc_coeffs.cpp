@@ -5,7 +5,8 @@
 // The RMSNorm divide comes after the product (the paper's reordering), so z needs no
 // normalised copy of x. z is a GEMM over blocks of kGemmRows tokens ([rows, K] x [m, K]^T,
 // single-threaded OpenBLAS per block, blocks spread over OpenMP threads); the sums of squares
-// and the epilogue follow per block while its rows are still in cache.
+// and the epilogue follow per block while its rows are still in cache. (Faster than a fused
+// per-token loop of m dot products: 0.42 vs 0.76 ms for N = 2048, n = 4, C = 128 on 2 cores.)
 //
 // Backward (per token, groups g, dl = d loss / d logit):
 //   dl_pre = dh_pre h_pre (1 - h_pre),  dl_post = dh_post h_post (1 - h_post / 2),
@@ -67,7 +68,8 @@ void mhc_coeffs_forward(Tensor h_pre, Tensor h_post, Tensor res_logits, Tensor r
           ppre[t * n + j] = sigmoid(a0 * zt[j] + pb[j]);
           ppost[t * n + j] = T(2) * sigmoid(a1 * zt[n + j] + pb[n + j]);
         }
-        for (int64_t j = 0; j < n * n; ++j) pres[t * n * n + j] = a2 * zt[2 * n + j] + pb[2 * n + j];
+        for (int64_t j = 0; j < n * n; ++j)
+          pres[t * n * n + j] = a2 * zt[2 * n + j] + pb[2 * n + j];
       }
     });
   });

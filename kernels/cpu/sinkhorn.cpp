@@ -22,17 +22,31 @@ namespace {
 // the common sizes (the loops then unroll fully), else NC = 0 and n at run time.
 template <int64_t NC> constexpr int64_t size_of(int64_t n) { return NC ? NC : n; }
 
-// P [n*n] <- P / colsum(P) (cols) or P / rowsum(P); inv [n] <- the inverse sums used.
-template <int64_t NC, typename T> void normalise(T* P, T* inv, int64_t n_, bool cols) {
+// dst [n*n] <- src / colsum(src) (cols) or src / rowsum(src); inv [n] <- the inverse sums
+// used. dst may be src. Sums run in index order.
+template <int64_t NC, typename T>
+void normalise(T* dst, const T* src, T* inv, int64_t n_, bool cols) {
   constexpr T kTiny = std::numeric_limits<T>::min();
   const int64_t n = size_of<NC>(n_);
-  for (int64_t a = 0; a < n; ++a) {
-    T s = 0;
-    for (int64_t b = 0; b < n; ++b) s += cols ? P[b * n + a] : P[a * n + b];
-    inv[a] = s >= kTiny ? T(1) / s : T(0);
+  // With n fixed the sums live in registers (a local array), then go to inv.
+  T local[NC > 0 ? NC : 1];
+  T* r = NC > 0 ? local : inv;
+  if (cols) {
+    for (int64_t j = 0; j < n; ++j) r[j] = src[j];
+    for (int64_t i = 1; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) r[j] += src[i * n + j];
+  } else {
+    for (int64_t i = 0; i < n; ++i) {
+      T s = src[i * n];
+      for (int64_t j = 1; j < n; ++j) s += src[i * n + j];
+      r[i] = s;
+    }
   }
+  for (int64_t a = 0; a < n; ++a) r[a] = r[a] >= kTiny ? T(1) / r[a] : T(0);
   for (int64_t i = 0; i < n; ++i)
-    for (int64_t j = 0; j < n; ++j) P[i * n + j] *= inv[cols ? j : i];
+    for (int64_t j = 0; j < n; ++j) dst[i * n + j] = src[i * n + j] * r[cols ? j : i];
+  if (NC > 0)
+    for (int64_t a = 0; a < n; ++a) inv[a] = r[a];
 }
 
 // Tape of one token: P0, then per normalisation step s (2*iters of them, columns first):
@@ -46,27 +60,36 @@ template <typename T> struct Tape {
 };
 int64_t tape_size(int64_t n, int iters) { return n * n + 2 * int64_t(iters) * (n * n + n); }
 
-// The forward of one block: P [n*n] from L [n*n]; fills the tape when given one.
-template <int64_t NC, typename T>
-void forward_block(T* P, const T* L, int64_t n_, int iters, const Tape<T>* tape, T* inv) {
-  const int64_t n = size_of<NC>(n_), nn = n * n;
+// P0 [n*n] <- exp(L - max L).
+template <int64_t NC, typename T> void exp_block(T* P0, const T* L, int64_t n_) {
+  const int64_t nn = size_of<NC>(n_) * size_of<NC>(n_);
   T mx = L[0];
   for (int64_t k = 1; k < nn; ++k) mx = std::max(mx, L[k]);
-  for (int64_t k = 0; k < nn; ++k) P[k] = std::exp(L[k] - mx);
-  if (tape) std::copy(P, P + nn, tape->p0());
-  for (int64_t s = 0; s < 2 * int64_t(iters); ++s) {
-    T* sums = tape ? tape->inv(s) : inv;
-    normalise<NC>(P, sums, n, s % 2 == 0);
-    if (tape) std::copy(P, P + nn, tape->q(s));
-  }
+  for (int64_t k = 0; k < nn; ++k) P0[k] = std::exp(L[k] - mx);
 }
 
-// The backward of one block: dL [n*n] from dp [n*n] and L; G [n*n] and d [n] are scratch.
+// The forward of one block, in place in P [n*n] (inv [n] scratch).
+template <int64_t NC, typename T>
+void forward_block(T* P, const T* L, int64_t n, int iters, T* inv) {
+  exp_block<NC>(P, L, n);
+  for (int64_t s = 0; s < 2 * int64_t(iters); ++s) normalise<NC>(P, P, inv, n, s % 2 == 0);
+}
+
+// The same arithmetic, each step writing the next matrix of the tape.
+template <int64_t NC, typename T>
+void forward_block_taped(const Tape<T>& tape, const T* L, int64_t n, int iters) {
+  exp_block<NC>(tape.p0(), L, n);
+  for (int64_t s = 0; s < 2 * int64_t(iters); ++s)
+    normalise<NC>(tape.q(s), s ? tape.q(s - 1) : tape.p0(), tape.inv(s), n, s % 2 == 0);
+}
+
+// The backward of one block: dL [n*n] from dp [n*n] and L, through the recomputed tape;
+// G [n*n] and d [n] are scratch.
 template <int64_t NC, typename T>
 void backward_block(T* dL, const T* dp, const T* L, int64_t n_, int iters, const Tape<T>& tape,
-                    T* P, T* G, T* d) {
+                    T* G, T* d) {
   const int64_t n = size_of<NC>(n_), nn = n * n;
-  forward_block<NC>(P, L, n, iters, &tape, static_cast<T*>(nullptr));
+  forward_block_taped<NC>(tape, L, n, iters);
   std::copy(dp, dp + nn, G);
   for (int64_t s = 2 * int64_t(iters) - 1; s >= 0; --s) {
     const T *Q = tape.q(s), *inv = tape.inv(s);
@@ -127,8 +150,7 @@ void sinkhorn_forward(Tensor p, Tensor logits, int iters, Stream) {
         std::vector<T> inv(static_cast<size_t>(n));
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < N; ++t)
-          forward_block<NC>(pp + t * nn, pl + t * nn, n, iters, static_cast<const Tape<T>*>(nullptr),
-                            inv.data());
+          forward_block<NC>(pp + t * nn, pl + t * nn, n, iters, inv.data());
       }
     });
   });
@@ -145,13 +167,12 @@ void sinkhorn_backward(Tensor dlogits, Tensor dp, Tensor logits, int iters, Stre
     dispatch_n(n, [&]<int64_t NC>() {
 #pragma omp parallel if (N * nn * iters >= kParallelMin)
       {
-        std::vector<T> buf(size_t(tape_size(n, iters) + 2 * nn + n));
+        std::vector<T> buf(size_t(tape_size(n, iters) + nn + n));
         const Tape<T> tape{buf.data(), n};
-        T* P = buf.data() + tape_size(n, iters);
+        T* G = buf.data() + tape_size(n, iters);
 #pragma omp for schedule(static)
         for (int64_t t = 0; t < N; ++t)
-          backward_block<NC>(pdl + t * nn, pdp + t * nn, pl + t * nn, n, iters, tape, P, P + nn,
-                             P + 2 * nn);
+          backward_block<NC>(pdl + t * nn, pdp + t * nn, pl + t * nn, n, iters, tape, G, G + nn);
       }
     });
   });

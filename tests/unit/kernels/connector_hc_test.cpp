@@ -35,7 +35,8 @@ struct Hc {
 };
 
 TEST(HcCoeffs, ForwardMatchesScalarDefinition) {
-  // The last case spans two GEMM row blocks (128 stream rows) and two column blocks (C > 128).
+  // The last case spans two GEMM row blocks (128 stream rows each) and three column blocks (64
+  // columns each).
   for (auto [N, n, C] : {std::array<int64_t, 3>{5, 4, 12}, {5, 2, 12}, {40, 4, 160}}) {
     SCOPED_TRACE(::testing::Message() << "N = " << N << ", n = " << n << ", C = " << C);
     Hc c(N, n, C, 100 + N + n);
@@ -103,15 +104,20 @@ TEST(HcCoeffs, GradientsMatchFiniteDifferences) {
   check_gradients(3, 5, 400);
 }
 
-// Two GEMM row blocks of stream rows and two column blocks of dw (C = 160 > 128), checked
+// Two GEMM row blocks of stream rows and three column blocks of dw (C = 160), checked
 // along random directions.
-TEST(HcCoeffs, GradientsMatchFiniteDifferencesAcrossBlocks) { check_gradients(4, 160, 900, 40, true); }
+TEST(HcCoeffs, GradientsMatchFiniteDifferencesAcrossBlocks) {
+  check_gradients(4, 160, 900, 40, true);
+}
 
-TEST(HcCoeffs, F32MatchesF64) {
+// w scaled by 1 (tanh mostly in its polynomial range) and by 30 (mostly saturated).
+void check_f32_matches_f64(double w_scale) {
+  SCOPED_TRACE(::testing::Message() << "w scale " << w_scale);
   // 100 tokens x 4 streams: four GEMM row blocks.
   constexpr int64_t N = 100, n = 4, C = 12, M = 6;
   auto run = [&](DType dt) {
     Hc c(N, n, C, 500, dt);
+    for (int64_t k = 0; k < c.w.numel(); ++k) set(c.w, k, get(c.w, k) * w_scale);
     c.forward();
     Buffer R1 = randn({N, n}, 510, 1.0, dt), R2 = randn({N, n}, 511, 1.0, dt),
            R3 = randn({N, n, n}, 512, 1.0, dt);
@@ -124,7 +130,8 @@ TEST(HcCoeffs, F32MatchesF64) {
     r.push_back(randn({n}, 516, 1.0, dt));
     r.push_back(randn({n, n}, 517, 1.0, dt));
     ops::hc_coeffs_backward_input(r[0], r[1], R1, R2, R3, c.x, c.w, c.scale, c.rinv, c.u);
-    ops::hc_coeffs_backward_weight(r[2], r[3], r[4], r[5], r[6], r[1], R1, R2, R3, c.x, c.rinv, c.u);
+    ops::hc_coeffs_backward_weight(r[2], r[3], r[4], r[5], r[6], r[1], R1, R2, R3, c.x, c.rinv,
+                                   c.u);
     for (Buffer* b : {&c.h_pre, &c.h_post, &c.h_res, &c.rinv, &c.u}) r.push_back(std::move(*b));
     return r;
   };
@@ -134,8 +141,13 @@ TEST(HcCoeffs, F32MatchesF64) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_LT(rel_err(a[i], b[i]), kF32Tol) << names[i];
 }
 
+TEST(HcCoeffs, F32MatchesF64) {
+  check_f32_matches_f64(1.0);
+  check_f32_matches_f64(30.0);
+}
+
 TEST(HcCoeffs, WeightGradientsIndependentOfThreadCount) {
-  // Above the parallel thresholds: 16 GEMM row blocks, 2 column blocks of dw.
+  // Above the parallel thresholds: 16 GEMM row blocks, 4 column blocks of dw.
   constexpr int64_t N = 512, n = 4, C = 256, M = 6;
   Hc c(N, n, C, 700, DType::f32);
   Buffer R1 = randn({N, n}, 710, 1.0, DType::f32), R2 = randn({N, n}, 711, 1.0, DType::f32),
@@ -151,7 +163,8 @@ TEST(HcCoeffs, WeightGradientsIndependentOfThreadCount) {
     r.push_back(randn({n}, 716, 1.0, DType::f32));
     r.push_back(randn({n, n}, 717, 1.0, DType::f32));
     ops::hc_coeffs_backward_input(r[0], r[1], R1, R2, R3, c.x, c.w, c.scale, c.rinv, c.u);
-    ops::hc_coeffs_backward_weight(r[2], r[3], r[4], r[5], r[6], r[1], R1, R2, R3, c.x, c.rinv, c.u);
+    ops::hc_coeffs_backward_weight(r[2], r[3], r[4], r[5], r[6], r[1], R1, R2, R3, c.x, c.rinv,
+                                   c.u);
     for (Buffer* b : {&c.h_pre, &c.h_post, &c.h_res, &c.rinv, &c.u}) r.push_back(clone(*b));
     return r;
   });

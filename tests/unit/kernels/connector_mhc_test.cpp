@@ -27,12 +27,15 @@ struct Mhc {
         rinv(nan_buffer({N}, dt)),
         z(nan_buffer({N, m}, dt)) {}
 
-  void forward() { ops::mhc_coeffs_forward(h_pre, h_post, res, rinv, z, x, phi, alpha, bias, kEps); }
+  void forward() {
+    ops::mhc_coeffs_forward(h_pre, h_post, res, rinv, z, x, phi, alpha, bias, kEps);
+  }
 };
 
 // The definition, written out in double without the kernel's helpers.
 TEST(MhcCoeffs, ForwardMatchesScalarDefinition) {
-  // The last case spans two GEMM row blocks (128 tokens) and two column blocks (n*C > 128).
+  // The last case spans two GEMM row blocks (128 tokens each) and three column blocks (64
+  // columns each).
   for (auto [N, n, C] : {std::array<int64_t, 3>{5, 4, 12}, {5, 2, 12}, {150, 4, 40}}) {
     SCOPED_TRACE(::testing::Message() << "N = " << N << ", n = " << n << ", C = " << C);
     Mhc c(N, n, C, 100 + N + n);
@@ -94,9 +97,11 @@ TEST(MhcCoeffs, GradientsMatchFiniteDifferences) {
   check_gradients(4, 5, 400);
 }
 
-// Two GEMM row blocks of tokens and two column blocks of dphi (n*C = 160 > 128), checked along
+// Two GEMM row blocks of tokens and three column blocks of dphi (n*C = 160), checked along
 // random directions.
-TEST(MhcCoeffs, GradientsMatchFiniteDifferencesAcrossBlocks) { check_gradients(4, 40, 900, 150, true); }
+TEST(MhcCoeffs, GradientsMatchFiniteDifferencesAcrossBlocks) {
+  check_gradients(4, 40, 900, 150, true);
+}
 
 // dlogits is the gradient with respect to each token's logits: with one token it equals dbias.
 TEST(MhcCoeffs, DlogitsIsTheLogitGradient) {
@@ -161,7 +166,7 @@ TEST(MhcCoeffs, SigmoidSaturatesWithoutOverflow) {
 }
 
 TEST(MhcCoeffs, WeightGradientsIndependentOfThreadCount) {
-  // Above the parallel thresholds: 4 GEMM row blocks, 8 column blocks of dphi.
+  // Above the parallel thresholds: 4 GEMM row blocks, 16 column blocks of dphi.
   constexpr int64_t N = 512, n = 4, C = 256, m = 24;
   Mhc c(N, n, C, 700, DType::f32);
   Buffer R1 = randn({N, n}, 710, 1.0, DType::f32), R2 = randn({N, n}, 711, 1.0, DType::f32),
@@ -187,7 +192,8 @@ TEST(MhcCoeffs, RejectsBadShapes) {
   expect_error([&] {
     ops::mhc_coeffs_forward(c.h_pre, c.h_post, c.res, c.rinv, c.z, c.x,
                             Buffer({24, 31}, DType::f64), c.alpha, c.bias, kEps);
-  }, {"mhc_coeffs_forward", "phi is [24, 31]", "[n*n+2n, n*C] = [24, 32]", "x is [N, n, C] = [3, 4, 8]"});
+  }, {"mhc_coeffs_forward", "phi is [24, 31]", "[n*n+2n, n*C] = [24, 32]",
+      "x is [N, n, C] = [3, 4, 8]"});
   expect_error([&] {
     ops::mhc_coeffs_forward(c.h_pre, c.h_post, c.res, c.rinv, c.z, c.x.tensor().view({3, 32}),
                             c.phi, c.alpha, c.bias, kEps);

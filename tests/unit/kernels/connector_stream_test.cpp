@@ -92,7 +92,8 @@ TEST(StreamApply, PostResInPlaceMatchesOutOfPlace) {
   EXPECT_TRUE(bitwise_equal(out, inplace));
   Buffer dx({N, n, C}, DType::f64), df({N, C}, DType::f64), dhr({N, n, n}, DType::f64),
       dho({N, n}, DType::f64);
-  Buffer dg = clone(g), df2({N, C}, DType::f64), dhr2({N, n, n}, DType::f64), dho2({N, n}, DType::f64);
+  Buffer dg = clone(g), df2({N, C}, DType::f64), dhr2({N, n, n}, DType::f64),
+         dho2({N, n}, DType::f64);
   ops::stream_post_res_backward(dx, df, dhr, dho, g, x, f, hr, ho);
   ops::stream_post_res_backward(dg, df2, dhr2, dho2, dg, x, f, hr, ho);
   EXPECT_TRUE(bitwise_equal(dx, dg));
@@ -136,11 +137,13 @@ TEST(StreamApply, RejectsBadShapes) {
   expect_error([&] { ops::stream_pre_backward(x, h, Buffer({N, 7}, DType::f64), x, h); },
                {"stream_pre_backward", "dy is [3, 7]"});
   expect_error([&] {
-    ops::stream_post_res_forward(Buffer({N, 4, 8}, DType::f64), x, y, Buffer({N, 4, 3}, DType::f64), h);
+    ops::stream_post_res_forward(Buffer({N, 4, 8}, DType::f64), x, y, Buffer({N, 4, 3}, DType::f64),
+                                 h);
   }, {"stream_post_res_forward", "h_res is [3, 4, 3]", "[N, n, n]"});
   expect_error([&] {
     ops::stream_post_res_backward(Buffer({N, 4, 8}, DType::f64), y, Buffer({N, 4, 4}, DType::f64),
-                                  h, x, x, Buffer({N, 9}, DType::f64), Buffer({N, 4, 4}, DType::f64), h);
+                                  h, x, x, Buffer({N, 9}, DType::f64),
+                                  Buffer({N, 4, 4}, DType::f64), h);
   }, {"stream_post_res_backward", "f is [3, 9]"});
   expect_error([&] { ops::stream_expand_forward(x, Buffer({N, 7}, DType::f64)); },
                {"stream_expand_forward", "x is [3, 7]", "[N, C] = [3, 8]"});
