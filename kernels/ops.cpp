@@ -130,4 +130,44 @@ void stream_expand_backward(Tensor dx, Tensor dy, Stream s) {
   BK_ROUTE(stream_expand_backward, dy, dx, dy, s);
 }
 
+
+// ---- column blocks, MoE routing and dispatch -------------------------------------------------
+void copy_columns(Tensor dst, int64_t dst_col, Tensor src, int64_t src_col, int64_t width,
+                  bool accumulate, Stream s) {
+  BK_ROUTE(copy_columns, dst, dst, dst_col, src, src_col, width, accumulate, s);
+}
+void moe_router_forward(Tensor idx, Tensor gates, Tensor scores, Tensor logits, Tensor bias,
+                        int n_groups, int topk_groups, float route_scale, Stream s) {
+  BK_ROUTE(moe_router_forward, logits, idx, gates, scores, logits, bias, n_groups, topk_groups,
+           route_scale, s);
+}
+void moe_router_backward(Tensor dlogits, Tensor dgates, Tensor dscores_extra, Tensor scores,
+                         Tensor idx, float route_scale, Stream s) {
+  BK_ROUTE(moe_router_backward, scores, dlogits, dgates, dscores_extra, scores, idx, route_scale,
+           s);
+}
+void moe_plan(Tensor rows, Tensor offsets, Tensor idx, Stream s) {
+  BK_ROUTE(moe_plan, idx, rows, offsets, idx, s);
+}
+void moe_permute(Tensor x_perm, Tensor x, Tensor rows, Stream s) {
+  BK_ROUTE(moe_permute, x, x_perm, x, rows, s);
+}
+void moe_permute_backward(Tensor dx, Tensor dx_perm, Tensor rows, Stream s) {
+  BK_ROUTE(moe_permute_backward, dx_perm, dx, dx_perm, rows, s);
+}
+void moe_unpermute(Tensor y, Tensor y_perm, Tensor gates, Tensor rows, Stream s) {
+  BK_ROUTE(moe_unpermute, y_perm, y, y_perm, gates, rows, s);
+}
+void moe_unpermute_backward(Tensor dy_perm, Tensor dgates, Tensor dy, Tensor y_perm, Tensor gates,
+                            Tensor rows, Stream s) {
+  BK_ROUTE(moe_unpermute_backward, dy, dy_perm, dgates, dy, y_perm, gates, rows, s);
+}
+double moe_balance_loss_forward(Tensor scores, Tensor idx, int B, float alpha, Stream s) {
+  BK_ROUTE(moe_balance_loss_forward, scores, scores, idx, B, alpha, s);
+}
+void moe_balance_loss_backward(Tensor dscores, Tensor scores, Tensor idx, int B, float alpha,
+                               float grad_scale, Stream s) {
+  BK_ROUTE(moe_balance_loss_backward, scores, dscores, scores, idx, B, alpha, grad_scale, s);
+}
+
 }  // namespace bk::ops

@@ -20,6 +20,9 @@ const char* kUsage =
     "  train CONFIG [--set k=v]... [--overwrite]   train a model from a YAML config\n"
     "  config CONFIG [--set k=v]...                validate a config and print it resolved\n"
     "  config --reference                          print the config reference (docs/config.md)\n"
+    "  inspect PATH [--verify] [--json]            list a checkpoint's tensors, config and files\n"
+    "  eval --checkpoint PATH [--data SHARD] [--tokens N]   validation loss and perplexity of a checkpoint\n"
+    "  plan CONFIG [--pp P] [--dp D] [--ep E]      parameters, FLOPs and memory per stage of a config\n"
     "  version                                     print the version\n"
     "\n"
     "Run `birkhoff <command> --help` for a command's options.\n";
@@ -36,6 +39,9 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "train") return bk::cmd_train(args);
     if (cmd == "config") return bk::cmd_config(args);
+    if (cmd == "inspect") return bk::cmd_inspect(args);
+    if (cmd == "eval") return bk::cmd_eval(args);
+    if (cmd == "plan") return bk::cmd_plan(args);
     if (cmd == "version" || cmd == "--version") {
       fmt::print("birkhoff {}\n", BIRKHOFF_VERSION);
       return 0;

@@ -27,6 +27,35 @@ struct ResidualConfig {
   double phi_init_std = 0.0;      // mhc phi / hc w; 0 starts exactly as the baseline
 };
 
+// Multi-head latent attention (DeepSeek-V2/V3), used when model.attention is mla.
+struct MlaConfig {
+  int q_lora_rank = 0;    // 0: plain query projection; > 0: W_dq -> RMSNorm -> W_uq
+  int kv_lora_rank = 64;  // latent width of keys and values
+  int qk_nope_dim = 32;   // per-head query/key part without position
+  int qk_rope_dim = 16;   // per-head rotary part (the key's is shared by all heads)
+  int v_head_dim = 32;
+};
+
+// DeepSeekMoE, used when model.ffn is moe (docs/model.md).
+struct MoeConfig {
+  int first_dense_layers = 1;   // leading blocks with a dense SwiGLU FFN (model.ffn_dim)
+  int routed_experts = 8;
+  int shared_experts = 1;
+  int top_k = 2;
+  int moe_inter_dim = 64;       // width of every routed and shared expert
+  int n_groups = 1;             // group-limited routing: groups of routed experts
+  int topk_groups = 1;          // groups a token may route to
+  double route_scale = 1.0;     // gate multiplier
+  double bias_update_speed = 1e-3;  // loss-free balancing step gamma (0 disables)
+  double balance_loss_weight = 1e-4;  // sequence-wise balance loss alpha (0 disables)
+};
+
+// Multi-token prediction (DeepSeek-V3), depth 0 disables it.
+struct MtpConfig {
+  int depth = 0;
+  double weight = 0.3;  // lambda: the MTP losses' weight in the objective
+};
+
 struct ModelConfig {
   int vocab_size = 2048;
   int dim = 128;            // C
@@ -37,7 +66,12 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-6;
   double init_std = 0.02;   // output projections use init_std / sqrt(2 * n_layers)
+  std::string attention = "mha";  // mha | mla
+  std::string ffn = "dense";      // dense | moe
   ResidualConfig residual;
+  MlaConfig mla;
+  MoeConfig moe;
+  MtpConfig mtp;
   int streams() const { return residual.mode == "baseline" ? 1 : residual.streams; }
 };
 
@@ -54,6 +88,7 @@ struct TrainingConfig {
   int log_interval = 10;
   int eval_interval = 100;     // 0 disables periodic validation
   int eval_batches = 8;        // micro-batches per validation
+  int64_t stop_at_step = 0;    // save a checkpoint and exit after this step (0 = run to steps)
 };
 
 struct LrSchedule {
@@ -82,6 +117,8 @@ struct ParallelConfig {
 struct CheckpointConfig {
   int interval = 0;       // save every N steps (and at the end); 0 = only at the end
   bool save_final = true;
+  int keep_last = 3;      // keep the newest k checkpoints (0 = keep all)
+  int keep_every = 0;     // also keep every checkpoint whose step is a multiple of m (0 = none)
 };
 
 struct LoggingConfig {

@@ -260,3 +260,16 @@ std::string to_yaml(const Config& cfg) {
 }
 
 }  // namespace bk
+
+namespace bk {
+
+std::vector<ConfigDifference> diff_configs(const Config& before, const Config& after) {
+  std::vector<ConfigDifference> out;
+  for (const schema::Key& k : schema::keys()) {
+    std::string a = schema::format_value(k.ref(before)), b = schema::format_value(k.ref(after));
+    if (a != b) out.push_back({std::string(k.path), std::move(a), std::move(b)});
+  }
+  return out;
+}
+
+}  // namespace bk

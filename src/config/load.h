@@ -25,6 +25,12 @@ void validate_config(const Config& cfg);
 // The resolved config: every key, in schema order; parse_config reads it back to the same values.
 std::string to_yaml(const Config& cfg);
 
+// Keys whose values differ between two configs, in schema order.
+struct ConfigDifference {
+  std::string key, before, after;  // values as YAML text
+};
+std::vector<ConfigDifference> diff_configs(const Config& before, const Config& after);
+
 // docs/config.md (`birkhoff config --reference > docs/config.md`).
 std::string config_reference_markdown();
 

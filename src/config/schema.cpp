@@ -45,6 +45,13 @@ const std::vector<Section> kSections = {
               "SwiGLU feed-forward sublayer, each with a pre-RMSNorm residual connection."},
     {"model.residual", "Connector around every sublayer (docs/mhc.md): X' = H_res X + H_post^T F(H_pre X) "
                        "over n streams. baseline is the plain pre-norm residual (n = 1)."},
+    {"model.mla", "Multi-head latent attention (DeepSeek-V2/V3), used when model.attention is mla "
+                  "(docs/model.md)."},
+    {"model.moe", "DeepSeekMoE feed-forward, used when model.ffn is moe: shared experts plus "
+                  "fine-grained routed experts with sigmoid affinities and auxiliary-loss-free bias "
+                  "balancing (docs/model.md)."},
+    {"model.mtp", "Multi-token prediction (DeepSeek-V3): depth extra modules each predict one more "
+                  "token ahead (docs/model.md)."},
     {"data", "Pre-tokenized shards (a header and uint32 tokens, see tools/prepare_data)."},
     {"training", "Length of training, batch sizes (as in Megatron: global = micro x "
                  "num_microbatches x dp), gradient clipping, and logging and validation cadence."},
@@ -78,6 +85,12 @@ const std::vector<Key> kKeys = {
     {KEY(model.init_std), above(0), "Std of the normal init of weight matrices; output projections "
                                     "use init_std / sqrt(2 * n_layers)."},
 
+    {KEY(model.attention), one_of({"mha", "mla"}),
+     "mha: multi-head attention (dim / n_heads per head, RoPE on all of it); mla: multi-head latent "
+     "attention with the model.mla shapes."},
+    {KEY(model.ffn), one_of({"dense", "moe"}),
+     "dense: a SwiGLU of model.ffn_dim in every block; moe: DeepSeekMoE (model.moe) after "
+     "model.moe.first_dense_layers dense blocks."},
     {KEY(model.residual.mode), one_of({"baseline", "hc", "mhc"}),
      "baseline: x + F(x); hc: Hyper-Connections (static + dynamic tanh mappings, unconstrained "
      "H_res); mhc: manifold-constrained (sigmoid H_pre, 2*sigmoid H_post, doubly-stochastic H_res "
@@ -95,6 +108,35 @@ const std::vector<Key> kKeys = {
      "Std of the initial dynamic projection (mhc phi, hc w), drawn from the connector's own random "
      "stream; 0 (default) makes every connector start exactly as the baseline residual."},
 
+    {KEY(model.mla.q_lora_rank), at_least(0), "Query latent width: x -> W_dq -> RMSNorm -> W_uq; 0 projects "
+                                             "queries directly (W_q)."},
+    {KEY(model.mla.kv_lora_rank), at_least(1), "Key/value latent width (W_dkv -> RMSNorm -> W_ukv)."},
+    {KEY(model.mla.qk_nope_dim), at_least(1), "Per-head query/key dims without position."},
+    {KEY(model.mla.qk_rope_dim), at_least(2), "Per-head rotary query/key dims (even); one rotary key per "
+                                              "token is shared by all heads."},
+    {KEY(model.mla.v_head_dim), at_least(1), "Per-head value dims."},
+
+    {KEY(model.moe.first_dense_layers), at_least(0), "Leading blocks with a dense SwiGLU of model.ffn_dim "
+                                                     "instead of MoE."},
+    {KEY(model.moe.routed_experts), at_least(1), "Routed experts per MoE layer."},
+    {KEY(model.moe.shared_experts), at_least(0), "Always-on shared experts per MoE layer."},
+    {KEY(model.moe.top_k), at_least(1), "Routed experts per token."},
+    {KEY(model.moe.moe_inter_dim), at_least(1), "Hidden width of every routed and shared SwiGLU expert."},
+    {KEY(model.moe.n_groups), at_least(1), "Groups of routed experts for group-limited routing (1: none); "
+                                           "must divide routed_experts."},
+    {KEY(model.moe.topk_groups), at_least(1), "Groups a token may route to: the best by the sum of their "
+                                              "top-2 biased affinities."},
+    {KEY(model.moe.route_scale), above(0), "Multiplier of the normalised gate weights."},
+    {KEY(model.moe.bias_update_speed), at_least(0),
+     "Loss-free balancing: after every optimizer step each expert's routing bias moves by this "
+     "toward the mean load (down if overloaded, up if underloaded); 0 disables."},
+    {KEY(model.moe.balance_loss_weight), at_least(0),
+     "Weight alpha of DeepSeek-V3's sequence-wise balance loss; 0 disables."},
+
+    {KEY(model.mtp.depth), at_least(0), "Multi-token prediction modules (each one block deeper and one "
+                                        "token further ahead); 0 disables MTP."},
+    {KEY(model.mtp.weight), at_least(0), "Weight lambda of the mean MTP loss in the training objective."},
+
     {KEY(data.train), required(), "Training token shard (a file written by tools/prepare_data). Required."},
     {KEY(data.val), any(), "Validation token shard; empty disables validation."},
 
@@ -107,6 +149,9 @@ const std::vector<Key> kKeys = {
     {KEY(training.log_interval), at_least(1), "Steps between console progress lines (metrics.jsonl gets every step)."},
     {KEY(training.eval_interval), at_least(0), "Steps between validation passes on data.val; 0 disables them."},
     {KEY(training.eval_batches), at_least(0), "Micro-batches of data.val per validation pass."},
+    {KEY(training.stop_at_step), at_least(0),
+     "Save a checkpoint and exit after this step, as a pre-empted job would (resume with --resume "
+     "auto continues to training.steps); 0 runs to training.steps."},
 
     {KEY(optimizer.lr), above(0), "Peak learning rate, reached at the end of warmup."},
     {KEY(optimizer.beta1), in_closed_open(0, 1), "AdamW decay rate of the first moment (mean of gradients)."},
@@ -133,6 +178,10 @@ const std::vector<Key> kKeys = {
 
     {KEY(checkpoint.interval), at_least(0), "Save a checkpoint every this many steps; 0 disables periodic saves."},
     {KEY(checkpoint.save_final), any(), "Save a checkpoint after the last step."},
+    {KEY(checkpoint.keep_last), at_least(0), "Keep the newest this many checkpoints and delete older ones "
+                                             "(after the new one is complete); 0 keeps all."},
+    {KEY(checkpoint.keep_every), at_least(0), "Also keep every checkpoint whose step is a multiple of this "
+                                              "(milestones); 0 keeps none beyond keep_last."},
 
     {KEY(logging.level), one_of({"trace", "debug", "info", "warn", "error"}), "Least severe console log level shown."},
     {KEY(logging.jsonl), any(), "Write one JSON object of metrics per optimizer step to RUN_DIR/metrics.jsonl (docs/metrics.md)."},
@@ -143,10 +192,26 @@ const std::vector<Key> kKeys = {
 const std::vector<Rule> kRules = {
     {{"model.residual.mode", "model.residual.streams"}, "model.residual.streams must be at least 2 for hc and mhc",
      [](const Config& c) { return c.model.residual.mode == "baseline" || c.model.residual.streams >= 2; }},
-    {{"model.dim", "model.n_heads"}, "model.dim must be divisible by model.n_heads",
-     [](const Config& c) { return c.model.dim % c.model.n_heads == 0; }},
-    {{"model.dim", "model.n_heads"}, "the head dim model.dim / model.n_heads must be even (RoPE rotates pairs)",
-     [](const Config& c) { return c.model.dim % c.model.n_heads != 0 || (c.model.dim / c.model.n_heads) % 2 == 0; }},
+    {{"model.dim", "model.n_heads", "model.attention"}, "model.dim must be divisible by model.n_heads (mha)",
+     [](const Config& c) { return c.model.attention != "mha" || c.model.dim % c.model.n_heads == 0; }},
+    {{"model.dim", "model.n_heads", "model.attention"},
+     "the head dim model.dim / model.n_heads must be even (mha; RoPE rotates pairs)",
+     [](const Config& c) {
+       return c.model.attention != "mha" || c.model.dim % c.model.n_heads != 0 ||
+              (c.model.dim / c.model.n_heads) % 2 == 0;
+     }},
+    {{"model.mla.qk_rope_dim"}, "model.mla.qk_rope_dim must be even (RoPE rotates pairs)",
+     [](const Config& c) { return c.model.mla.qk_rope_dim % 2 == 0; }},
+    {{"model.moe.routed_experts", "model.moe.n_groups"}, "model.moe.n_groups must divide model.moe.routed_experts",
+     [](const Config& c) { return c.model.moe.routed_experts % c.model.moe.n_groups == 0; }},
+    {{"model.moe.topk_groups", "model.moe.n_groups"}, "model.moe.topk_groups must be at most model.moe.n_groups",
+     [](const Config& c) { return c.model.moe.topk_groups <= c.model.moe.n_groups; }},
+    {{"model.moe.top_k", "model.moe.routed_experts", "model.moe.n_groups", "model.moe.topk_groups"},
+     "model.moe.top_k must be at most the experts in the eligible groups (routed_experts / n_groups * topk_groups)",
+     [](const Config& c) {
+       const auto& m = c.model.moe;
+       return m.n_groups == 0 || m.top_k <= m.routed_experts / m.n_groups * m.topk_groups;
+     }},
     {{"training.global_batch_size", "training.micro_batch_size", "parallel.dp"},
      "training.global_batch_size must be a multiple of training.micro_batch_size * parallel.dp",
      [](const Config& c) {

@@ -24,6 +24,9 @@ class Buffer {
   size_t nbytes() const { return size_t(numel()) * dtype_size(dtype_); }
   bool empty() const { return !mem_; }
   void zero();
+  void fill(double v);  // f32 or f64
+  // A copy converted to another floating dtype (f32 <-> f64).
+  Buffer to(DType dtype) const;
 
  private:
   struct Free {

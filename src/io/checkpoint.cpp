@@ -3,9 +3,15 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 
+#include "core/crc32c.h"
 #include "core/error.h"
 
 namespace bk {
@@ -14,12 +20,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+constexpr const char* kStepPrefix = "step_";
+constexpr const char* kTmpPrefix = ".tmp_";  // everything a save or a retention pass leaves behind
+
 void fsync_path(const fs::path& p) {
   int fd = ::open(p.c_str(), O_RDONLY);
-  BK_CHECK(fd >= 0, "cannot open {} to sync it", p.string());
+  BK_CHECK(fd >= 0, "cannot open {} to sync it: {}", p.string(), std::strerror(errno));
   int rc = ::fsync(fd);
+  const int err = errno;
   ::close(fd);
-  BK_CHECK(rc == 0, "fsync of {} failed", p.string());
+  BK_CHECK(rc == 0, "fsync of {} failed: {}", p.string(), std::strerror(err));
 }
 
 void write_text(const fs::path& p, const std::string& text) {
@@ -30,38 +40,375 @@ void write_text(const fs::path& p, const std::string& text) {
   BK_CHECK(f.good(), "error writing {} (disk full?)", p.string());
 }
 
+std::string read_text(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  BK_CHECK(f.good(), "cannot read {}", p.string());
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+void rename_or_fail(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::rename(from, to, ec);
+  BK_CHECK(!ec, "cannot rename {} to {}: {}", from.string(), to.string(), ec.message());
+}
+
+// "step_00001200" -> 1200; false for anything else (temporary directories, `latest`, ...).
+bool parse_step_name(const std::string& name, int64_t* step) {
+  const size_t p = std::strlen(kStepPrefix);
+  if (name.size() <= p || name.compare(0, p, kStepPrefix) != 0 || name.size() > p + 18) return false;
+  int64_t v = 0;
+  for (size_t i = p; i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    v = v * 10 + (name[i] - '0');
+  }
+  *step = v;
+  return true;
+}
+
+std::string hex32(uint32_t v) { return fmt::format("{:08x}", v); }
+
+bool parse_hex32(const std::string& s, uint32_t* out) {
+  if (s.size() != 8) return false;
+  uint32_t v = 0;
+  for (char c : s) {
+    int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : (c >= 'A' && c <= 'F') ? c - 'A' + 10 : -1;
+    if (d < 0) return false;
+    v = v << 4 | uint32_t(d);
+  }
+  *out = v;
+  return true;
+}
+
+// A plain file name inside the checkpoint directory (state.json and index files are data, so
+// they must not reach outside it).
+bool plain_file_name(const std::string& s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos && s.find('\\') == std::string::npos;
+}
+
+uint32_t crc32c_of_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  BK_CHECK(f.good(), "cannot open {} to check its checksum", p.string());
+  std::vector<char> buf(size_t(4) << 20);
+  uint32_t crc = 0;
+  while (f) {
+    f.read(buf.data(), std::streamsize(buf.size()));
+    crc = crc32c(buf.data(), size_t(f.gcount()), crc);
+  }
+  BK_CHECK(f.eof(), "error reading {}", p.string());
+  return crc;
+}
+
+std::vector<int64_t> step_dirs(const fs::path& root) {
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    int64_t s;
+    if (e.is_directory() && parse_step_name(e.path().filename().string(), &s)) steps.push_back(s);
+  }
+  std::sort(steps.rbegin(), steps.rend());
+  return steps;
+}
+
+// Deletes the step directories the policy does not keep. A directory is first renamed to a
+// temporary name (atomic), then removed, so a kill midway never leaves a half-deleted
+// step_XXXXXXXX that looks like a checkpoint.
+void apply_retention(const std::string& run_dir, int64_t just_written, RetentionPolicy keep) {
+  if (keep.keep_last <= 0) return;  // keep everything
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const std::vector<int64_t> steps = step_dirs(root);  // newest first
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t s = steps[i];
+    const bool kept = int(i) < keep.keep_last || (keep.keep_every > 0 && s % keep.keep_every == 0) ||
+                      s == just_written;
+    if (kept) continue;
+    const fs::path dir = checkpoint_dir(run_dir, s);
+    const fs::path doomed = root / fmt::format("{}delete_{}_{}", kTmpPrefix, dir.filename().string(), ::getpid());
+    std::error_code ec;
+    fs::remove_all(doomed, ec);  // a leftover of the same name from an earlier kill
+    rename_or_fail(dir, doomed);
+    fs::remove_all(doomed, ec);
+    BK_CHECK(!ec, "cannot remove old checkpoint {}: {}", doomed.string(), ec.message());
+  }
+  fsync_path(root);
+}
+
 }  // namespace
 
 std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
-  return (fs::path(run_dir) / "checkpoints" / fmt::format("step_{:08d}", step)).string();
+  return (fs::path(run_dir) / "checkpoints" / fmt::format("{}{:08d}", kStepPrefix, step)).string();
 }
 
-std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& ckpt) {
+std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, RetentionPolicy keep) {
+  BK_CHECK(c.step >= 0, "save_checkpoint: negative step {}", c.step);
+  BK_CHECK(c.state.is_object() || c.state.is_null(), "save_checkpoint: state must be a JSON object");
+  BK_CHECK(!c.model.empty(), "save_checkpoint: no model tensors to save");
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  const fs::path final_dir = checkpoint_dir(run_dir, ckpt.step);
-  const fs::path tmp = root / fmt::format(".tmp_step_{:08d}_{}", ckpt.step, ::getpid());
-  fs::create_directories(root);
+  const fs::path final_dir = checkpoint_dir(run_dir, c.step);
+  const fs::path tmp = root / fmt::format("{}{}_{}", kTmpPrefix, final_dir.filename().string(), ::getpid());
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  BK_CHECK(!ec, "cannot create {}: {}", root.string(), ec.message());
   // Never replace a finished checkpoint: between removing it and renaming a new one in, a kill
   // would leave `latest` pointing at nothing.
   BK_CHECK(!fs::exists(final_dir), "checkpoint {} already exists; refusing to overwrite it", final_dir.string());
   fs::remove_all(tmp);
   fs::create_directories(tmp);
 
-  write_safetensors((tmp / "model.safetensors").string(), ckpt.model, {{"format", "birkhoff"}});
-  write_text(tmp / "state.json", ckpt.state.dump(2) + "\n");
-  fsync_path(tmp / "model.safetensors");
-  fsync_path(tmp / "state.json");
-  fsync_path(tmp);
+  try {
+    nlohmann::json files = nlohmann::json::object();
+    std::vector<std::string> written;
+    auto write_kind = [&](const char* kind, const std::vector<NamedTensor>& tensors) {
+      const std::string name = std::string(kind) + ".safetensors";
+      SafetensorsWritten w = write_safetensors(
+          (tmp / name).string(), tensors,
+          {{"format", "birkhoff"}, {"kind", kind}, {"step", std::to_string(c.step)}});
+      files[name] = {{"bytes", w.bytes}, {"crc32c", hex32(w.crc32c)}};
+      written.push_back(name);
+    };
+    write_kind("model", c.model);
+    if (!c.optimizer.empty()) write_kind("optimizer", c.optimizer);
 
-  fs::rename(tmp, final_dir);
+    nlohmann::json state = c.state.is_null() ? nlohmann::json::object() : c.state;
+    if (state.contains("step"))
+      BK_CHECK(state["step"].is_number_integer() && state["step"].get<int64_t>() == c.step,
+               "save_checkpoint: state.step {} differs from the step {} being saved", state["step"].dump(), c.step);
+    state["step"] = c.step;
+    state["format_version"] = kCheckpointFormatVersion;
+    state["birkhoff_version"] = BIRKHOFF_VERSION;
+    state["files"] = files;
+    write_text(tmp / "state.json", state.dump(2) + "\n");
+    written.push_back("state.json");
+    for (const std::string& f : written) fsync_path(tmp / f);
+    fsync_path(tmp);
+  } catch (...) {
+    fs::remove_all(tmp, ec);  // best effort; remove_incomplete_checkpoints catches the rest
+    throw;
+  }
+
+  rename_or_fail(tmp, final_dir);
   fsync_path(root);
 
-  const fs::path latest_tmp = root / ".latest.tmp";
+  // `latest` last: until this rename lands, readers see the previous checkpoint.
+  const fs::path latest_tmp = root / ".tmp_latest";
   write_text(latest_tmp, final_dir.filename().string() + "\n");
   fsync_path(latest_tmp);
-  fs::rename(latest_tmp, root / "latest");
+  rename_or_fail(latest_tmp, root / "latest");
   fsync_path(root);
+
+  apply_retention(run_dir, c.step, keep);
   return final_dir.string();
 }
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const fs::path pointer = root / "latest";
+  if (!fs::exists(pointer)) return "";
+  std::string name = read_text(pointer);
+  while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
+  int64_t step;
+  BK_CHECK(parse_step_name(name, &step), "{}: expected a checkpoint name like step_00001200, got '{}'",
+           pointer.string(), name);
+  const fs::path dir = root / name;
+  BK_CHECK(fs::is_directory(dir), "{} names {}, which does not exist (deleted by hand?); open a checkpoint "
+           "directory under {} explicitly", pointer.string(), dir.string(), root.string());
+  return dir.string();
+}
+
+void remove_incomplete_checkpoints(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return;
+  std::vector<fs::path> doomed;
+  for (const auto& e : fs::directory_iterator(root, ec))
+    if (e.path().filename().string().rfind(kTmpPrefix, 0) == 0) doomed.push_back(e.path());
+  for (const fs::path& p : doomed) {
+    fs::remove_all(p, ec);
+    BK_CHECK(!ec, "cannot remove the incomplete checkpoint {}: {}", p.string(), ec.message());
+  }
+}
+
+// ---- reading ------------------------------------------------------------------------------
+
+Checkpoint Checkpoint::open(const std::string& path, bool verify_checksums) {
+  fs::path p = fs::path(path).lexically_normal();
+  if (p.filename().empty() && p.has_parent_path()) p = p.parent_path();  // "dir/" -> "dir"
+  BK_CHECK(fs::exists(p), "checkpoint {} does not exist", path);
+  BK_CHECK(fs::is_directory(p), "checkpoint {} is not a directory (give a checkpoint directory "
+           "RUN_DIR/checkpoints/step_XXXXXXXX or a run directory)", path);
+  fs::path dir;
+  if (fs::exists(p / "state.json")) {
+    dir = p;
+  } else if (fs::is_directory(p / "checkpoints")) {
+    const std::string latest = latest_checkpoint(p.string());
+    BK_CHECK(!latest.empty(), "run directory {} has no checkpoint ({} does not exist)", path,
+             (p / "checkpoints" / "latest").string());
+    dir = latest;
+  } else if (p.filename() == "checkpoints" && fs::exists(p / "latest")) {
+    dir = latest_checkpoint(p.parent_path().string());
+  } else {
+    BK_FAIL("{} is neither a checkpoint directory (it has no state.json) nor a run directory (it has no "
+            "checkpoints/)", path);
+  }
+
+  Checkpoint c;
+  c.dir_ = dir.string();
+  const fs::path sj = dir / "state.json";
+  BK_CHECK(fs::exists(sj), "{}: missing: {} is not a complete checkpoint", sj.string(), dir.string());
+  try {
+    c.state_ = nlohmann::json::parse(read_text(sj));
+  } catch (const nlohmann::json::exception& e) {
+    BK_FAIL("{}: not valid JSON: {}", sj.string(), e.what());
+  }
+  const nlohmann::json& s = c.state_;
+  BK_CHECK(s.is_object(), "{}: expected a JSON object", sj.string());
+  BK_CHECK(s.contains("format_version") && s["format_version"].is_number_integer(),
+           "{}: no integer format_version (not a Birkhoff checkpoint?)", sj.string());
+  const int64_t version = s["format_version"].get<int64_t>();
+  BK_CHECK(version <= kCheckpointFormatVersion,
+           "{}: written by a newer Birkhoff (format {}, this build reads up to {}); read it with a newer build",
+           sj.string(), version, kCheckpointFormatVersion);
+  BK_CHECK(version >= 1, "{}: format_version {} is not a valid checkpoint format", sj.string(), version);
+  BK_CHECK(s.contains("step") && s["step"].is_number_integer() && s["step"].get<int64_t>() >= 0,
+           "{}: missing key step (a non-negative integer)", sj.string());
+  BK_CHECK(s.contains("files") && s["files"].is_object(),
+           "{}: missing key files (the checkpoint's files with their sizes and CRC32C)", sj.string());
+
+  // Every listed file: present, the recorded size, and (verify_checksums) the recorded CRC32C.
+  for (const auto& [name, e] : s["files"].items()) {
+    BK_CHECK(plain_file_name(name), "{}: files: '{}' is not a file name in the checkpoint directory", sj.string(),
+             name);
+    FileInfo info;
+    BK_CHECK(e.is_object() && e.contains("bytes") && e["bytes"].is_number_unsigned() && e.contains("crc32c") &&
+                 e["crc32c"].is_string() && parse_hex32(e["crc32c"].get<std::string>(), &info.crc32c),
+             "{}: files.{}: expected {{\"bytes\": N, \"crc32c\": \"8 hex digits\"}}, got {}", sj.string(), name,
+             e.dump());
+    info.bytes = e["bytes"].get<uint64_t>();
+    const fs::path fp = dir / name;
+    BK_CHECK(fs::is_regular_file(fp), "{}: missing (state.json lists it): the checkpoint is incomplete",
+             fp.string());
+    const uint64_t size = fs::file_size(fp);
+    BK_CHECK(size == info.bytes, "{}: {} bytes, but state.json records {} ({}); the checkpoint is corrupt",
+             fp.string(), size, info.bytes, size < info.bytes ? "truncated" : "modified");
+    if (verify_checksums) {
+      const uint32_t crc = crc32c_of_file(fp);
+      BK_CHECK(crc == info.crc32c, "{}: checksum mismatch: CRC32C {} but state.json records {}; the file is corrupt",
+               fp.string(), hex32(crc), hex32(info.crc32c));
+    }
+    c.files_[name] = info;
+  }
+  c.verified_ = verify_checksums;
+  c.index_kind("model", true);
+  c.index_kind("optimizer", false);
+  return c;
+}
+
+// Indexes the tensors of one kind ("model", "optimizer") from KIND.safetensors, or from the
+// shards that KIND.safetensors.index.json names.
+void Checkpoint::index_kind(const std::string& kind, bool required) {
+  const fs::path dir(dir_);
+  const std::string single = kind + ".safetensors", index = kind + ".safetensors.index.json";
+  const bool has_single = fs::exists(dir / single), has_index = fs::exists(dir / index);
+  std::map<std::string, TensorInfo>& out = kind == "model" ? model_ : optimizer_;
+  std::string& source = kind == "model" ? model_source_ : optimizer_source_;
+  BK_CHECK(!(has_single && has_index), "{}: holds both {} and {}; a checkpoint has one or the other", dir_, single,
+           index);
+  if (!has_single && !has_index) {
+    BK_CHECK(!required, "{}: no {} weights (neither {} nor {})", dir_, kind, single, index);
+    source = (dir / single).string();
+    return;
+  }
+  auto listed = [&](const std::string& name) {
+    BK_CHECK(files_.count(name), "{}: not listed in {} files, so it cannot be checked; the checkpoint is "
+             "inconsistent", (dir / name).string(), (dir / "state.json").string());
+  };
+  auto add = [&](const SafetensorsHeader& h, const std::string& name) {
+    const auto& e = h.tensors.at(name);
+    out[name] = TensorInfo{e.dtype, e.shape, h.path, h.data_start + e.begin, e.end - e.begin};
+  };
+  if (has_single) {
+    listed(single);
+    source = (dir / single).string();
+    SafetensorsHeader h = read_safetensors_header(source);
+    for (const auto& [name, e] : h.tensors) add(h, name);
+    return;
+  }
+
+  listed(index);
+  source = (dir / index).string();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_text(dir / index));
+  } catch (const nlohmann::json::exception& e) {
+    BK_FAIL("{}: not valid JSON: {}", source, e.what());
+  }
+  BK_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(),
+           "{}: expected {{\"metadata\": {{...}}, \"weight_map\": {{tensor: shard file}}}}", source);
+  std::map<std::string, std::string> weight_map;
+  for (const auto& [name, f] : j["weight_map"].items()) {
+    BK_CHECK(f.is_string() && plain_file_name(f.get<std::string>()),
+             "{}: weight_map.{}: expected a shard file name in the checkpoint directory, got {}", source, name,
+             f.dump());
+    weight_map[name] = f.get<std::string>();
+  }
+  std::map<std::string, SafetensorsHeader> shards;
+  for (const auto& [name, shard] : weight_map) {
+    if (shards.count(shard)) continue;
+    BK_CHECK(fs::is_regular_file(dir / shard), "{}: tensor {} is in shard {}, but {} does not exist", source, name,
+             shard, (dir / shard).string());
+    listed(shard);
+    shards.emplace(shard, read_safetensors_header((dir / shard).string()));
+  }
+  for (const auto& [name, shard] : weight_map) {
+    const SafetensorsHeader& h = shards.at(shard);
+    BK_CHECK(h.tensors.count(name), "{}: tensor {} is in shard {} by the index, but that file has no such tensor",
+             source, name, h.path);
+    add(h, name);
+  }
+  for (const auto& [shard, h] : shards)
+    for (const auto& [name, e] : h.tensors) {
+      auto it = weight_map.find(name);
+      BK_CHECK(it != weight_map.end() && it->second == shard,
+               "{}: tensor {} is not mapped to this shard by {}; the index and the shards disagree", h.path, name,
+               source);
+    }
+}
+
+int64_t Checkpoint::step() const { return state_.at("step").get<int64_t>(); }
+
+void Checkpoint::read_tensor(const std::string& kind, const std::string& name, Tensor dst) const {
+  const auto& tensors = kind == "model" ? model_ : optimizer_;
+  const std::string& source = kind == "model" ? model_source_ : optimizer_source_;
+  auto it = tensors.find(name);
+  BK_CHECK(it != tensors.end(), "{}: no tensor {} (the checkpoint has {} {} tensors; was it saved from another "
+           "model shape?)", source, name, tensors.size(), kind);
+  const TensorInfo& t = it->second;
+  BK_CHECK(t.dtype == dst.dtype && t.shape == dst.shape, "{}: tensor {} is {} {}, the {} expects {} {}", t.file,
+           name, dtype_name(t.dtype), t.shape.str(), kind, dtype_name(dst.dtype), dst.shape.str());
+  BK_CHECK(dst.device == Device::cpu, "{}: tensor {}: the destination is not on the CPU", t.file, name);
+  std::ifstream f(t.file, std::ios::binary);
+  BK_CHECK(f.good(), "{}: cannot open it to read tensor {}", t.file, name);
+  f.seekg(std::streamoff(t.offset));
+  f.read(static_cast<char*>(dst.data), std::streamsize(t.nbytes));
+  BK_CHECK(f.good() && uint64_t(f.gcount()) == t.nbytes,
+           "{}: tensor {}: read {} of {} bytes (was the file truncated after the checkpoint was opened?)", t.file,
+           name, f.gcount(), t.nbytes);
+}
+
+void Checkpoint::read_all(const std::string& kind, const std::vector<NamedTensor>& dst) const {
+  const auto& tensors = kind == "model" ? model_ : optimizer_;
+  std::set<std::string> wanted;
+  for (const NamedTensor& t : dst) wanted.insert(t.name);
+  for (const auto& [name, info] : tensors)
+    BK_CHECK(wanted.count(name), "{}: tensor {} is not in this {} (the checkpoint has {} {} tensors, the {} {}; was "
+             "it saved from another model shape?)", info.file, name, kind, tensors.size(), kind, kind, wanted.size());
+  for (const NamedTensor& t : dst) read_tensor(kind, t.name, t.tensor);
+}
+
+void Checkpoint::read_model(const std::string& name, Tensor dst) const { read_tensor("model", name, dst); }
+void Checkpoint::read_optimizer(const std::string& name, Tensor dst) const { read_tensor("optimizer", name, dst); }
+void Checkpoint::read_model(const std::vector<NamedTensor>& dst) const { read_all("model", dst); }
+void Checkpoint::read_optimizer(const std::vector<NamedTensor>& dst) const { read_all("optimizer", dst); }
 
 }  // namespace bk

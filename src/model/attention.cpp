@@ -28,24 +28,24 @@ void Attention::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const Shape heads{mb.B, mb.T, H, D};
   Saved local;
   Saved& st = mb.keep ? saved_.put(mb.id) : local;
-  st.x = Buffer({N, C});
+  st.x = buffer({N, C});
   ops::copy(st.x, x);
-  st.rstd = Buffer({N});
-  st.n = Buffer({N, C});
+  st.rstd = buffer({N});
+  st.n = buffer({N, C});
   norm_.forward(st.n, st.rstd, x);
 
-  Buffer pre({N, C});  // projection before RoPE
-  st.q = Buffer(heads);
-  st.k = Buffer(heads);
-  st.v = Buffer(heads);
+  Buffer pre = buffer({N, C});  // projection before RoPE
+  st.q = buffer(heads);
+  st.k = buffer(heads);
+  st.v = buffer(heads);
   ops::linear_forward(pre, st.n, wq_.value);
   ops::rope_forward(st.q, pre.tensor().view(heads), s_.rope_theta);
   ops::linear_forward(pre, st.n, wk_.value);
   ops::rope_forward(st.k, pre.tensor().view(heads), s_.rope_theta);
   ops::linear_forward(st.v.tensor().view({N, C}), st.n, wv_.value);
 
-  st.att = Buffer(heads);
-  st.lse = Buffer({mb.B, H, mb.T});
+  st.att = buffer(heads);
+  st.lse = buffer({mb.B, H, mb.T});
   ops::attention_forward(st.att, st.lse, st.q, st.k, st.v, float(1.0 / std::sqrt(double(D))));
   ops::linear_forward(y, st.att.tensor().view({N, C}), wo_.value);
 }
@@ -54,23 +54,24 @@ void Attention::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   const int64_t N = mb.tokens_count(), C = s_.dim, H = s_.n_heads, D = s_.head_dim();
   const Shape heads{mb.B, mb.T, H, D};
   Saved& st = saved_.at(mb.id);
-  st.dy = Buffer({N, C});
+  st.dy = buffer({N, C});
   ops::copy(st.dy, dy);
 
-  Buffer datt(heads);
+  Buffer datt = buffer(heads);
   ops::linear_backward_input(datt.tensor().view({N, C}), dy, wo_.value);
-  Buffer dq_rot(heads), dk_rot(heads);
-  st.dv = Buffer(heads);
+  Buffer dq_rot = buffer(heads);
+  Buffer dk_rot = buffer(heads);
+  st.dv = buffer(heads);
   ops::attention_backward(dq_rot, dk_rot, st.dv, datt, st.att, st.lse, st.q, st.k, st.v,
                           float(1.0 / std::sqrt(double(D))));
-  st.dq = Buffer({N, C});
-  st.dk = Buffer({N, C});
+  st.dq = buffer({N, C});
+  st.dk = buffer({N, C});
   ops::rope_backward(st.dq.tensor().view(heads), dq_rot, s_.rope_theta);
   ops::rope_backward(st.dk.tensor().view(heads), dk_rot, s_.rope_theta);
 
   // dn = dq Wq + dk Wk + dv Wv
-  st.dn = Buffer({N, C});
-  Buffer part({N, C});
+  st.dn = buffer({N, C});
+  Buffer part = buffer({N, C});
   ops::linear_backward_input(st.dn, st.dq, wq_.value);
   ops::linear_backward_input(part, st.dk, wk_.value);
   ops::add_inplace(st.dn, part);

@@ -22,7 +22,7 @@ void Embedding::forward(const MicroBatch& mb, Tensor x, Tensor y) {
 
 void Embedding::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   Saved& st = saved_.at(mb.id);
-  st.dy = Buffer(dy.shape);
+  st.dy = buffer(dy.shape);
   ops::copy(st.dy, dy);
 }
 

@@ -8,12 +8,12 @@ void Head::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count(), C = x.size(1), V = w_.value.shape()[0];
   Saved local;
   Saved& st = mb.keep ? saved_.put(mb.id) : local;
-  st.x = Buffer({N, C});
+  st.x = buffer({N, C});
   ops::copy(st.x, x);
-  st.rstd = Buffer({N});
-  st.n = Buffer({N, C});
+  st.rstd = buffer({N});
+  st.n = buffer({N, C});
   norm_.forward(st.n, st.rstd, x);
-  st.logits = Buffer({N, V});
+  st.logits = buffer({N, V});
   ops::linear_forward(st.logits, st.n, w_.value);
   st.targets = Buffer({N}, DType::i32);
   ops::copy(st.targets, Tensor{const_cast<int32_t*>(mb.targets), DType::i32, {N}, Device::cpu});
@@ -22,9 +22,9 @@ void Head::forward(const MicroBatch& mb, Tensor x, Tensor y) {
 
 void Head::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   Saved& st = saved_.at(mb.id);
-  st.dlogits = Buffer(st.logits.shape());
+  st.dlogits = buffer(st.logits.shape());
   ops::cross_entropy_backward(st.dlogits, st.logits, st.targets, mb.loss_scale);
-  st.dn = Buffer(st.n.shape());
+  st.dn = buffer(st.n.shape());
   ops::linear_backward_input(st.dn, st.dlogits, w_.value);
   norm_.backward_input(dx, st.dn, st.x, st.rstd);
 }

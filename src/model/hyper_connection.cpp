@@ -72,19 +72,19 @@ void HyperConnection::init(uint64_t seed) {
 }
 
 void HyperConnection::coefficients(Saved& st, int64_t N) {
-  st.h_pre = Buffer({N, n_});
-  st.h_post = Buffer({N, n_});
-  st.h_res = Buffer({N, n_, n_});
+  st.h_pre = buffer({N, n_});
+  st.h_post = buffer({N, n_});
+  st.h_res = buffer({N, n_, n_});
   if (mhc_) {
-    st.res_logits = Buffer({N, n_, n_});
-    st.rinv = Buffer({N});
-    st.z = Buffer({N, n_ * n_ + 2 * n_});
+    st.res_logits = buffer({N, n_, n_});
+    st.rinv = buffer({N});
+    st.z = buffer({N, n_ * n_ + 2 * n_});
     ops::mhc_coeffs_forward(st.h_pre, st.h_post, st.res_logits, st.rinv, st.z, st.x, proj_.value,
                             scale_.value, bias_.value, eps_);
     ops::sinkhorn_forward(st.h_res, st.res_logits, sinkhorn_iters_);
   } else {
-    st.rinv = Buffer({N, n_});
-    st.z = Buffer({N, n_, n_ + 2});
+    st.rinv = buffer({N, n_});
+    st.z = buffer({N, n_, n_ + 2});
     ops::hc_coeffs_forward(st.h_pre, st.h_post, st.h_res, st.rinv, st.z, st.x, proj_.value, scale_.value,
                            static_pre_.value, static_post_.value, static_res_.value, eps_);
   }
@@ -97,9 +97,9 @@ void HyperConnection::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   st.x = copy_of(x.view({N, n_, dim_}));
   coefficients(st, N);
 
-  Buffer u({N, dim_});
+  Buffer u = buffer({N, dim_});
   ops::stream_pre_forward(u, st.x, st.h_pre);
-  st.f = Buffer({N, dim_});
+  st.f = buffer({N, dim_});
   f_->forward(mb, u, st.f);
   ops::stream_post_res_forward(y.view({N, n_, dim_}), st.x, st.f, st.h_res, st.h_post);
 
@@ -117,27 +117,27 @@ void HyperConnection::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx)
   const Tensor dX = dx.view({N, n_, dim_});
 
   // Through the merged post/res apply: dX gets H_res^T dY here; the rest is added below.
-  Buffer df({N, dim_});
-  st.dh_res = Buffer({N, n_, n_});
-  st.dh_post = Buffer({N, n_});
+  Buffer df = buffer({N, dim_});
+  st.dh_res = buffer({N, n_, n_});
+  st.dh_post = buffer({N, n_});
   ops::stream_post_res_backward(dX, df, st.dh_res, st.dh_post, dy.view({N, n_, dim_}), st.x, st.f,
                                 st.h_res, st.h_post);
   // Through F and the pre apply.
-  Buffer du({N, dim_});
+  Buffer du = buffer({N, dim_});
   f_->backward_input(mb, df, du);
-  Buffer dx_part({N, n_, dim_});
-  st.dh_pre = Buffer({N, n_});
+  Buffer dx_part = buffer({N, n_, dim_});
+  st.dh_pre = buffer({N, n_});
   ops::stream_pre_backward(dx_part, st.dh_pre, du, st.x, st.h_pre);
   ops::add_inplace(dX, dx_part);
   // Through the coefficients, which depend on X too.
   if (mhc_) {
-    Buffer dres_logits({N, n_, n_});
+    Buffer dres_logits = buffer({N, n_, n_});
     ops::sinkhorn_backward(dres_logits, st.dh_res, st.res_logits, sinkhorn_iters_);
-    st.dlogits = Buffer({N, n_ * n_ + 2 * n_});
+    st.dlogits = buffer({N, n_ * n_ + 2 * n_});
     ops::mhc_coeffs_backward_input(dx_part, st.dlogits, st.dh_pre, st.dh_post, dres_logits, st.h_pre,
                                    st.h_post, st.x, proj_.value, scale_.value, st.rinv, st.z);
   } else {
-    st.dlogits = Buffer({N, n_, n_ + 2});
+    st.dlogits = buffer({N, n_, n_ + 2});
     ops::hc_coeffs_backward_input(dx_part, st.dlogits, st.dh_pre, st.dh_post, st.dh_res, st.x, proj_.value,
                                   scale_.value, st.rinv, st.z);
   }

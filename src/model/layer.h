@@ -12,6 +12,7 @@
 #include <map>
 #include <string>
 
+#include "core/buffer.h"
 #include "core/tensor.h"
 #include "model/param.h"
 
@@ -39,6 +40,15 @@ class Layer {
   virtual ParamList params() { return {}; }
   // Width of y per token (x of the next layer); the head's y is one loss per token.
   virtual int64_t out_width() const = 0;
+  // Dtype of activations (f32; f64 for finite-difference checks). Layers that wrap others pass
+  // it on; Model::to converts the parameters.
+  virtual void set_dtype(DType t) { dtype_ = t; }
+  // The sublayer a connector wraps (nullptr for plain layers).
+  virtual Layer* inner() { return nullptr; }
+
+ protected:
+  Buffer buffer(Shape s) const { return Buffer(s, dtype_); }
+  DType dtype_ = DType::f32;
 };
 
 // Saved state of one layer, keyed by micro-batch id.

@@ -8,6 +8,7 @@
 #include "model/ffn.h"
 #include "model/head.h"
 #include "model/hyper_connection.h"
+#include "model/mla.h"
 #include "model/residual.h"
 #include "model/streams.h"
 
@@ -37,12 +38,27 @@ Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
   if (n > 1) layers_.push_back(std::make_unique<StreamExpand>(n, cfg.dim));
   for (int l = 0; l < cfg.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l);
-    AttentionShape as{cfg.dim, cfg.n_heads, float(cfg.rope_theta), eps};
-    auto attn = std::make_unique<Attention>(p + ".attn", as);
-    attn->init(seed, std, out_std);
+    std::unique_ptr<Layer> attn;
+    if (cfg.attention == "mla") {
+      auto a = std::make_unique<Mla>(p + ".attn", cfg.dim, cfg.n_heads, cfg.mla, float(cfg.rope_theta), eps);
+      a->init(seed, std, out_std);
+      attn = std::move(a);
+    } else {
+      auto a = std::make_unique<Attention>(p + ".attn", AttentionShape{cfg.dim, cfg.n_heads, float(cfg.rope_theta), eps});
+      a->init(seed, std, out_std);
+      attn = std::move(a);
+    }
     layers_.push_back(connect(p + ".attn_conn", std::move(attn)));
-    auto ffn = std::make_unique<Ffn>(p + ".ffn", cfg.dim, cfg.ffn_dim, eps);
-    ffn->init(seed, std, out_std);
+    std::unique_ptr<Layer> ffn;
+    if (cfg.ffn == "moe" && l >= cfg.moe.first_dense_layers) {
+      auto f = std::make_unique<Moe>(p + ".ffn", cfg.dim, cfg.moe, eps);
+      f->init(seed, std, out_std);
+      ffn = std::move(f);
+    } else {
+      auto f = std::make_unique<Ffn>(p + ".ffn", cfg.dim, cfg.ffn_dim, eps);
+      f->init(seed, std, out_std);
+      ffn = std::move(f);
+    }
     layers_.push_back(connect(p + ".ffn_conn", std::move(ffn)));
   }
   if (n > 1) layers_.push_back(std::make_unique<StreamCollapse>(n, cfg.dim));
@@ -53,24 +69,24 @@ Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
 
 double Model::forward(const MicroBatch& mb) {
   const int64_t N = mb.tokens_count();
-  Buffer cur({N, 1});  // the embedding ignores its input
+  Buffer cur({N, 1}, dtype_);  // the embedding ignores its input
   for (auto& layer : layers_) {
-    Buffer next({N, layer->out_width()});
+    Buffer next({N, layer->out_width()}, dtype_);
     layer->forward(mb, cur, next);
     cur = std::move(next);
   }
-  const float* losses = cur.ptr<float>();
+  const Buffer losses = cur.to(DType::f64);
   double sum = 0;
-  for (int64_t i = 0; i < N; ++i) sum += losses[i];
+  for (int64_t i = 0; i < N; ++i) sum += losses.ptr<double>()[i];
   return sum;
 }
 
 void Model::backward(const MicroBatch& mb) {
   const int64_t N = mb.tokens_count();
-  Buffer dy({N, 1});  // the head is the root; it seeds its own gradient
+  Buffer dy({N, 1}, dtype_);  // the head is the root; it seeds its own gradient
   for (size_t i = layers_.size(); i-- > 0;) {
     const int64_t in_width = i > 0 ? layers_[i - 1]->out_width() : 1;
-    Buffer dx({N, in_width});
+    Buffer dx({N, in_width}, dtype_);
     layers_[i]->backward_input(mb, dy, dx);
     dy = std::move(dx);
   }
@@ -81,6 +97,33 @@ ParamList Model::params() {
   ParamList out;
   for (auto& layer : layers_)
     for (Param* p : layer->params()) out.push_back(p);
+  return out;
+}
+
+void Model::to(DType dtype) {
+  dtype_ = dtype;
+  for (auto& layer : layers_) layer->set_dtype(dtype);
+  for (Param* p : params()) p->to(dtype);
+}
+
+std::vector<Moe*> Model::moe_layers() const {
+  std::vector<Moe*> out;
+  for (auto& layer : layers_)
+    for (Layer* l = layer.get(); l; l = l->inner())
+      if (auto* m = dynamic_cast<Moe*>(l)) out.push_back(m);
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::state() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (Moe* m : moe_layers())
+    for (auto& s : m->state()) out.push_back(s);
+  return out;
+}
+
+std::vector<MoeStats> Model::end_step(double bias_update_speed) {
+  std::vector<MoeStats> out;
+  for (Moe* m : moe_layers()) out.push_back(m->end_step(bias_update_speed));
   return out;
 }
 

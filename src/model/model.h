@@ -1,8 +1,9 @@
 // Model: the decoder as an ordered list of layers
 //   baseline:  embed -> [attn_conn(attn), ffn_conn(ffn)] x n_layers -> head
 //   hc, mhc:   embed -> expand to n streams -> [...] x n_layers -> collapse (mean) -> head
-// where *_conn is the connector of model.residual.mode around its sublayer, and head is the
-// final norm, W_head and the loss. A pipeline stage is a contiguous range of this list.
+// where *_conn is the connector of model.residual.mode around its sublayer, attn is MHA or MLA
+// (model.attention), ffn is a dense SwiGLU or, after model.moe.first_dense_layers blocks, MoE
+// (model.ffn), and head is the final norm, W_head and the loss. A pipeline stage is a contiguous range of this list.
 #pragma once
 #include <memory>
 #include <vector>
@@ -10,6 +11,7 @@
 #include "config/config.h"
 #include "model/connector_probe.h"
 #include "model/layer.h"
+#include "model/moe.h"
 
 namespace bk {
 
@@ -23,6 +25,12 @@ class Model {
   void backward(const MicroBatch& mb);
 
   ParamList params();
+  // Converts parameters and activations to f32 or f64 (f64: finite-difference checks).
+  void to(DType dtype);
+  // Model state that is not a parameter (the MoE routing biases), by global name.
+  std::vector<std::pair<std::string, Tensor>> state();
+  // After an optimizer step: each MoE layer's statistics and its routing-bias update.
+  std::vector<MoeStats> end_step(double bias_update_speed);
   // The connectors in sublayer order (their coefficients after a forward with mb.probe set).
   std::vector<const ConnectorProbe*> connectors() const;
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
@@ -36,7 +44,9 @@ class Model {
 
  private:
   ModelConfig cfg_;
+  DType dtype_ = DType::f32;
   std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<Moe*> moe_layers() const;
 };
 
 }  // namespace bk

@@ -21,6 +21,8 @@ struct Param {
   // Fill with N(0, std^2) from the parameter's own random stream (seed, name).
   void init_normal(uint64_t seed, double std);
   void fill(float v);
+  // Converts value and gradient (f32 <-> f64; f64 is for finite-difference checks).
+  void to(DType dtype);
 };
 
 using ParamList = std::vector<Param*>;

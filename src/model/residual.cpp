@@ -11,7 +11,7 @@ void Residual::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     const int64_t N = mb.tokens_count();
     probe_.n = 1;
     for (Buffer* b : {&probe_.h_pre, &probe_.h_post, &probe_.h_res}) {
-      *b = Buffer({N, 1});
+      *b = buffer({N, 1});
       float* p = b->ptr<float>();
       for (int64_t i = 0; i < N; ++i) p[i] = 1.0f;
     }

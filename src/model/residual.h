@@ -17,8 +17,12 @@ class Residual : public Layer, public ConnectorProbe {
   void backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) override;
   void backward_weight(const MicroBatch& mb) override { f_->backward_weight(mb); }
   ParamList params() override { return f_->params(); }
+  void set_dtype(DType t) override {
+    dtype_ = t;
+    f_->set_dtype(t);
+  }
   int64_t out_width() const override { return f_->out_width(); }
-  Layer& sublayer() { return *f_; }
+  Layer* inner() override { return f_.get(); }
   // H_pre = H_post = H_res = 1 for every token.
   const ConnectorCoefficients& probed() const override { return probe_; }
 

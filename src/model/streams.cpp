@@ -16,9 +16,8 @@ StreamCollapse::StreamCollapse(int64_t n, int64_t dim) : n_(n), dim_(dim) {}
 
 // The collapse is the pre apply with h_pre = 1/n for every token.
 Buffer StreamCollapse::weights_for(int64_t tokens) const {
-  Buffer h({tokens, n_});
-  float* p = h.ptr<float>();
-  for (int64_t i = 0; i < h.numel(); ++i) p[i] = 1.0f / float(n_);
+  Buffer h = buffer({tokens, n_});
+  h.fill(1.0 / double(n_));
   return h;
 }
 
@@ -30,7 +29,8 @@ void StreamCollapse::forward(const MicroBatch& mb, Tensor x, Tensor y) {
 void StreamCollapse::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   const int64_t N = mb.tokens_count();
   // dx needs only the weights; x enters only the (discarded) gradient of the fixed weights.
-  Buffer dh({N, n_}), no_x({N, n_, dim_});
+  Buffer dh = buffer({N, n_});
+  Buffer no_x = buffer({N, n_, dim_});
   ops::stream_pre_backward(dx.view({N, n_, dim_}), dh, dy, no_x, weights_for(N));
 }
 

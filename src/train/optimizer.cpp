@@ -35,6 +35,15 @@ void AdamW::step(double lr, double clip_scale) {
   }
 }
 
+std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    out.emplace_back(params_[i]->name + ".exp_avg", m_[i].tensor());
+    out.emplace_back(params_[i]->name + ".exp_avg_sq", v_[i].tensor());
+  }
+  return out;
+}
+
 void AdamW::zero_grad() {
   for (Param* p : params_) p->grad.zero();
 }

@@ -21,6 +21,11 @@ class AdamW {
   void zero_grad();
   int64_t steps_taken() const { return t_; }
 
+  // The moments under checkpoint names "<param>.exp_avg" and "<param>.exp_avg_sq" (views), and
+  // the step count, for saving and restoring.
+  std::vector<std::pair<std::string, Tensor>> state_tensors() const;
+  void set_steps_taken(int64_t t) { t_ = t; }
+
  private:
   OptimizerConfig cfg_;
   ParamList params_;

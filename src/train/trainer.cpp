@@ -3,8 +3,10 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -33,6 +35,33 @@ int launcher_world_size() {
   return 1;
 }
 
+// SIGINT/SIGTERM ask for a checkpoint at the next step boundary; a second one kills at once.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+  std::signal(sig, SIG_DFL);
+}
+struct StopSignalGuard {
+  using Handler = void (*)(int);
+  Handler old_int, old_term;
+  StopSignalGuard() {
+    g_stop_signal.store(0);
+    old_int = std::signal(SIGINT, on_stop_signal);
+    old_term = std::signal(SIGTERM, on_stop_signal);
+  }
+  ~StopSignalGuard() {
+    std::signal(SIGINT, old_int);
+    std::signal(SIGTERM, old_term);
+  }
+};
+
+// FNV-1a 64 of the resolved config text, as hex: tells two configs apart in state.json.
+std::string config_hash(const std::string& text) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
+}
+
 std::string human(double x) {
   if (x >= 1e9) return fmt::format("{:.2f}B", x / 1e9);
   if (x >= 1e6) return fmt::format("{:.2f}M", x / 1e6);
@@ -59,7 +88,9 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 
-  prepare_run_dir();
+  run_dir_ = cfg_.run.dir.empty() ? (fs::path("runs") / cfg_.run.name).string() : cfg_.run.dir;
+  const std::string resume_from = find_resume_checkpoint();
+  prepare_run_dir(!resume_from.empty());
   setup_logging(cfg.logging.level, (fs::path(run_dir_) / "train.log").string());
 
   train_data_ = std::make_unique<TokenLoader>(cfg.data.train, cfg.model.seq_len, cfg.run.seed);
@@ -76,6 +107,7 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
 
   model_ = std::make_unique<Model>(cfg.model, cfg.run.seed);
   optimizer_ = std::make_unique<AdamW>(cfg.optimizer, model_->params());
+  if (!resume_from.empty()) restore(resume_from);
   metrics_ = std::make_unique<MetricsLog>(
       cfg.logging.jsonl ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string());
   peak_ = measure_cpu_peak();
@@ -87,14 +119,30 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
 
 Trainer::~Trainer() = default;
 
-void Trainer::prepare_run_dir() {
-  run_dir_ = cfg_.run.dir.empty() ? (fs::path("runs") / cfg_.run.name).string() : cfg_.run.dir;
+std::string Trainer::find_resume_checkpoint() const {
+  if (opts_.resume.empty()) return "";
+  BK_CHECK(!opts_.overwrite, "--resume and --overwrite exclude each other: resume continues the run, "
+                             "overwrite deletes it");
+  if (opts_.resume != "auto") return opts_.resume;
+  return latest_checkpoint(run_dir_);  // "" when the run has none: a fresh start (see below)
+}
+
+void Trainer::prepare_run_dir(bool resuming) {
   const fs::path dir(run_dir_);
-  const bool has_results = fs::exists(dir / "metrics.jsonl") || fs::exists(dir / "checkpoints");
-  if (has_results) {
-    BK_CHECK(opts_.overwrite,
-             "run directory {} already holds a run (metrics.jsonl or checkpoints/); pass --overwrite to "
-             "start over there, or choose another with --set run.dir=PATH", run_dir_);
+  if (resuming) {
+    // Keep the run's history: metrics.jsonl and train.log are appended to (a step re-run after
+    // the checkpoint appears again; its later record is the one that counts).
+    fs::create_directories(dir);
+    remove_incomplete_checkpoints(run_dir_);
+  } else if (fs::exists(dir / "metrics.jsonl") || fs::exists(dir / "checkpoints")) {
+    // --resume auto with no checkpoint (killed before its first save): nothing to continue
+    // from, so the partial run is started over, as a requeued job expects.
+    if (opts_.resume == "auto")
+      spdlog::warn("--resume auto: {} has no checkpoint yet; starting the run from scratch", run_dir_);
+    BK_CHECK(opts_.overwrite || opts_.resume == "auto",
+             "run directory {} already holds a run (metrics.jsonl or checkpoints/); pass --resume auto to "
+             "continue it, --overwrite to start over there, or choose another with --set run.dir=PATH",
+             run_dir_);
     fs::remove_all(dir / "checkpoints");
     fs::remove(dir / "metrics.jsonl");
     fs::remove(dir / "train.log");
@@ -103,6 +151,42 @@ void Trainer::prepare_run_dir() {
   std::ofstream f(dir / "config.yaml", std::ios::trunc);
   BK_CHECK(f.good(), "cannot write {}", (dir / "config.yaml").string());
   f << "# resolved configuration of this run (from " << cfg_.source << ")\n" << to_yaml(cfg_);
+}
+
+void Trainer::restore(const std::string& path) {
+  const Checkpoint ck = Checkpoint::open(path);
+  const nlohmann::json& st = ck.state();
+  const std::string where = (fs::path(ck.dir()) / "state.json").string();
+  BK_CHECK(st.contains("config") && st["config"].is_string(), "{}: no resolved config", where);
+  const Config saved = parse_config(st["config"].get<std::string>(), where);
+
+  std::string shape_changes;
+  for (const ConfigDifference& d : diff_configs(saved, cfg_)) {
+    if (d.key.rfind("model.", 0) == 0)
+      shape_changes += fmt::format("\n  {}: {} in the checkpoint, {} now", d.key, d.before, d.after);
+    else
+      spdlog::info("resume: {} changed from {} to {}", d.key, d.before, d.after);
+  }
+  BK_CHECK(shape_changes.empty(),
+           "{}: cannot resume from {}: the model differs from the checkpoint's:{}\nset those keys back "
+           "(e.g. --set key=value) or start a new run", cfg_.source, ck.dir(), shape_changes);
+
+  ParamList params = model_->params();
+  BK_CHECK(ck.model_tensors().size() == params.size(),
+           "{}: the checkpoint has {} model tensors, this model {}", ck.dir(), ck.model_tensors().size(),
+           params.size());
+  for (Param* p : params) ck.read_model(p->name, p->value);
+  for (auto& [name, t] : optimizer_->state_tensors()) ck.read_optimizer(name, t);
+  try {
+    optimizer_->set_steps_taken(st.at("optimizer").at("steps").get<int64_t>());
+    train_data_->set_cursor(st.at("cursor").get<LoaderCursor>());
+    tokens_seen_ = st.at("tokens").get<int64_t>();
+    step_ = st.at("step").get<int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    BK_FAIL("{}: missing or malformed field: {}", where, e.what());
+  }
+  last_saved_step_ = step_;
+  resumed_from_ = ck.dir();
 }
 
 void Trainer::print_startup_table() const {
@@ -128,6 +212,8 @@ void Trainer::print_startup_table() const {
                t.steps, cfg_.optimizer.lr, cfg_.optimizer.schedule.kind, cfg_.optimizer.schedule.warmup_steps,
                cfg_.optimizer.beta1, cfg_.optimizer.beta2, cfg_.optimizer.weight_decay, t.max_grad_norm);
   spdlog::info("  threads     {} (OpenMP + OpenBLAS), device cpu", omp_get_max_threads());
+  if (!resumed_from_.empty())
+    spdlog::info("  resumed     from {} at step {} ({} tokens seen)", resumed_from_, step_, human(double(tokens_seen_)));
 }
 
 StepMetrics Trainer::train_step(int64_t step) {
@@ -186,27 +272,39 @@ ConnectorStats Trainer::probe_connectors() {
   return connector_stats(model_->connectors());
 }
 
-void Trainer::save_checkpoint_at(int64_t step) {
+void Trainer::save_checkpoint_at(int64_t step, double lr) {
+  if (step == last_saved_step_) return;
   CheckpointContents ckpt;
   ckpt.step = step;
   for (Param* p : model_->params()) ckpt.model.push_back({p->name, p->value.tensor()});
-  ckpt.state = {{"format_version", 1},
-                {"step", step},
+  for (auto& [name, t] : optimizer_->state_tensors()) ckpt.optimizer.push_back({name, t});
+  const std::string config = to_yaml(cfg_);
+  ckpt.state = {{"step", step},
                 {"tokens", tokens_seen_},
-                {"birkhoff_version", BIRKHOFF_VERSION},
-                {"config", to_yaml(cfg_)}};
-  const std::string dir = save_checkpoint(run_dir_, ckpt);
-  spdlog::info("saved checkpoint {}", dir);
+                {"cursor", train_data_->cursor()},
+                {"rng", {{"seed", cfg_.run.seed}}},  // every random stream derives from it (core/rng.h)
+                {"lr", {{"step", step}, {"value", lr}}},
+                {"optimizer", {{"steps", optimizer_->steps_taken()}}},
+                {"config", config},
+                {"config_hash", config_hash(config)}};
+  const auto t0 = Clock::now();
+  const std::string dir =
+      save_checkpoint(run_dir_, ckpt, {cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every});
+  last_saved_step_ = step;
+  spdlog::info("saved checkpoint {} ({:.2f} s)", dir, seconds_since(t0));
 }
 
 double Trainer::run() {
   const TrainingConfig& t = cfg_.training;
   const auto start = Clock::now();
+  const int64_t first_step = step_ + 1;
   double last_val = std::nan("");
   double interval_loss = 0;
   int interval_steps = 0;
-  for (int64_t step = 1; step <= t.steps; ++step) {
+  StopSignalGuard signals;
+  for (int64_t step = first_step; step <= t.steps; ++step) {
     StepMetrics m = train_step(step);
+    step_ = step;
     m.elapsed_s = seconds_since(start);
     interval_loss += m.loss;
     ++interval_steps;
@@ -229,11 +327,23 @@ double Trainer::run() {
       spdlog::info("step {} | val loss {:.4f} | val ppl {:.2f}", step, *m.val_loss, std::exp(*m.val_loss));
     if ((cfg_.checkpoint.interval > 0 && step % cfg_.checkpoint.interval == 0) ||
         (last && cfg_.checkpoint.save_final))
-      save_checkpoint_at(step);
+      save_checkpoint_at(step, m.lr);
+    if (const int sig = g_stop_signal.load()) {
+      spdlog::warn("{} received: saving a checkpoint at step {} and exiting (resume with --resume auto)",
+                   sig == SIGINT ? "SIGINT" : "SIGTERM", step);
+      save_checkpoint_at(step, m.lr);
+      return last_val;
+    }
+    if (step == t.stop_at_step) {
+      spdlog::info("training.stop_at_step = {}: saving a checkpoint and exiting", step);
+      save_checkpoint_at(step, m.lr);
+      return last_val;
+    }
   }
   const double total = seconds_since(start);
-  spdlog::info("done: {} steps in {} ({:.0f} tokens/s){}", t.steps, format_duration(total),
-               double(tokens_seen_) / total,
+  const int64_t done = t.steps - first_step + 1;
+  spdlog::info("done: {} steps in {} ({:.0f} tokens/s){}", done, format_duration(total),
+               double(done) * t.global_batch_size * cfg_.model.seq_len / std::max(total, 1e-9),
                std::isnan(last_val) ? std::string() : fmt::format(", final val loss {:.4f}", last_val));
   return last_val;
 }

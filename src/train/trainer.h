@@ -16,6 +16,7 @@ class TokenLoader;
 
 struct TrainOptions {
   bool overwrite = false;  // start fresh in a run directory that already has results
+  std::string resume;      // "" (fresh), "auto" (the run's latest checkpoint, if any), or a path
 };
 
 class Trainer {
@@ -33,10 +34,12 @@ class Trainer {
   ConnectorStats probe_connectors();
 
  private:
-  void prepare_run_dir();
+  std::string find_resume_checkpoint() const;
+  void prepare_run_dir(bool resuming);
+  void restore(const std::string& checkpoint);
   void print_startup_table() const;
   StepMetrics train_step(int64_t step);
-  void save_checkpoint_at(int64_t step);
+  void save_checkpoint_at(int64_t step, double lr);
 
   Config cfg_;
   TrainOptions opts_;
@@ -47,6 +50,9 @@ class Trainer {
   std::unique_ptr<MetricsLog> metrics_;
   PeakFlops peak_;
   int64_t tokens_seen_ = 0;
+  int64_t step_ = 0;              // optimizer steps done (restored on resume)
+  int64_t last_saved_step_ = -1;
+  std::string resumed_from_;
 };
 
 }  // namespace bk

@@ -195,6 +195,9 @@ TEST(ConfigSchema, EveryStructFieldHasAKey) {
   const std::pair<std::string_view, size_t> structs[] = {
       {"run", field_count<bk::RunConfig>()},         {"model", field_count<bk::ModelConfig>()},
       {"model.residual", field_count<bk::ResidualConfig>()},
+      {"model.mla", field_count<bk::MlaConfig>()},
+      {"model.moe", field_count<bk::MoeConfig>()},
+      {"model.mtp", field_count<bk::MtpConfig>()},
       {"data", field_count<bk::DataConfig>()},       {"training", field_count<bk::TrainingConfig>()},
       {"optimizer", field_count<bk::OptimizerConfig>()}, {"optimizer.schedule", field_count<bk::LrSchedule>()},
       {"parallel", field_count<bk::ParallelConfig>()}, {"checkpoint", field_count<bk::CheckpointConfig>()},

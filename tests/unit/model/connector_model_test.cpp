@@ -9,6 +9,7 @@
 #include "core/rng.h"
 #include "model/connector_stats.h"
 #include "model/model.h"
+#include "model_testing.h"
 
 namespace bk {
 namespace {
@@ -53,14 +54,7 @@ Result run(const ModelConfig& c) {
   return r;
 }
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    num += double(a[i] - b[i]) * (a[i] - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
+using testing::rel_err;
 
 class ConnectorInit : public ::testing::TestWithParam<std::string> {};
 

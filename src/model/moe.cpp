@@ -1,0 +1,199 @@
+#include "model/moe.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace bk {
+
+Moe::Moe(const std::string& prefix, int64_t dim, const MoeConfig& cfg, float norm_eps)
+    : prefix_(prefix),
+      dim_(dim),
+      cfg_(cfg),
+      norm_(prefix + ".norm", dim, norm_eps),
+      router_(prefix + ".router.weight", {cfg.routed_experts, dim}, true),
+      bias_({cfg.routed_experts}),
+      step_load_(size_t(cfg.routed_experts), 0.0) {
+  if (cfg.shared_experts > 0)
+    shared_ = SwiGluMlp(prefix + ".shared", dim, int64_t(cfg.shared_experts) * cfg.moe_inter_dim);
+  for (int e = 0; e < cfg.routed_experts; ++e)
+    experts_.emplace_back(prefix + ".experts." + std::to_string(e), dim, cfg.moe_inter_dim);
+}
+
+ParamList Moe::params() {
+  ParamList p{&norm_.weight, &router_};
+  if (cfg_.shared_experts > 0)
+    for (Param* q : shared_.params()) p.push_back(q);
+  for (SwiGluMlp& e : experts_)
+    for (Param* q : e.params()) p.push_back(q);
+  return p;
+}
+
+void Moe::init(uint64_t seed, double std, double out_std) {
+  router_.init_normal(seed, std);
+  if (cfg_.shared_experts > 0) shared_.init(seed, std, out_std);
+  for (SwiGluMlp& e : experts_) e.init(seed, std, out_std);
+}
+
+void Moe::set_dtype(DType t) {
+  dtype_ = t;
+  bias_ = bias_.to(t);
+}
+
+Tensor Moe::expert_rows(Tensor t, const Buffer& offsets, int e) {
+  const int32_t* off = offsets.ptr<int32_t>();
+  return t.rows(off[e], off[e + 1]);
+}
+
+void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
+  const int64_t N = mb.tokens_count(), E = cfg_.routed_experts, K = cfg_.top_k, F = cfg_.moe_inter_dim;
+  Saved local;
+  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  st.x = buffer({N, dim_});
+  ops::copy(st.x, x);
+  st.rstd = buffer({N});
+  st.n = buffer({N, dim_});
+  norm_.forward(st.n, st.rstd, x);
+
+  // Route.
+  Buffer logits = buffer({N, E});
+  ops::linear_forward(logits, st.n, router_.value);
+  st.scores = buffer({N, E});
+  st.gates = buffer({N, K});
+  st.idx = Buffer({N, K}, DType::i32);
+  ops::moe_router_forward(st.idx, st.gates, st.scores, logits, bias_, cfg_.n_groups, cfg_.topk_groups,
+                          float(cfg_.route_scale));
+  st.rows = Buffer({N, K}, DType::i32);
+  st.offsets = Buffer({E + 1}, DType::i32);
+  ops::moe_plan(st.rows, st.offsets, st.idx);
+
+  // Routed experts on their contiguous rows, then back to token order weighted by the gates.
+  st.x_perm = buffer({N * K, dim_});
+  ops::moe_permute(st.x_perm, st.n, st.rows);
+  st.gate_p = buffer({N * K, F});
+  st.up_p = buffer({N * K, F});
+  st.h_p = buffer({N * K, F});
+  st.y_perm = buffer({N * K, dim_});
+  for (int e = 0; e < E; ++e) {
+    const Tensor xr = expert_rows(st.x_perm, st.offsets, e);
+    if (xr.size(0) == 0) continue;
+    experts_[e].forward(xr, expert_rows(st.gate_p, st.offsets, e), expert_rows(st.up_p, st.offsets, e),
+                        expert_rows(st.h_p, st.offsets, e), expert_rows(st.y_perm, st.offsets, e));
+  }
+  ops::moe_unpermute(y, st.y_perm, st.gates, st.rows);
+
+  if (cfg_.shared_experts > 0) {
+    const int64_t S = int64_t(cfg_.shared_experts) * F;
+    st.s_gate = buffer({N, S});
+    st.s_up = buffer({N, S});
+    st.s_h = buffer({N, S});
+    Buffer ys = buffer({N, dim_});
+    shared_.forward(st.n, st.s_gate, st.s_up, st.s_h, ys);
+    ops::add_inplace(y, ys);
+  }
+
+  if (mb.keep) {  // a training micro-batch: count its loads for balancing and the metrics
+    const int32_t* off = st.offsets.ptr<int32_t>();
+    for (int e = 0; e < E; ++e) step_load_[e] += off[e + 1] - off[e];
+    if (cfg_.balance_loss_weight > 0)
+      step_balance_ += double(N) * ops::moe_balance_loss_forward(st.scores, st.idx, mb.B,
+                                                                 float(cfg_.balance_loss_weight));
+    step_tokens_ += N;
+  }
+}
+
+void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
+  const int64_t N = mb.tokens_count(), E = cfg_.routed_experts, K = cfg_.top_k, F = cfg_.moe_inter_dim;
+  Saved& st = saved_.at(mb.id);
+  st.dy = buffer({N, dim_});
+  ops::copy(st.dy, dy);
+  st.dn = buffer({N, dim_});
+  Buffer part = buffer({N, dim_});
+
+  // Routed experts: back through the unpermute (to the experts' outputs and the gates), each
+  // expert, and the permute.
+  st.dy_perm = buffer({N * K, dim_});
+  Buffer dgates = buffer({N, K});
+  ops::moe_unpermute_backward(st.dy_perm, dgates, dy, st.y_perm, st.gates, st.rows);
+  st.dgate_p = buffer({N * K, F});
+  st.dup_p = buffer({N * K, F});
+  Buffer dx_perm = buffer({N * K, dim_});
+  Buffer dh_tmp = buffer({N * K, F}), dx_tmp = buffer({N * K, dim_});
+  for (int e = 0; e < E; ++e) {
+    const Tensor r = expert_rows(st.x_perm, st.offsets, e);
+    if (r.size(0) == 0) continue;
+    auto rows = [&](const Buffer& b) { return expert_rows(b, st.offsets, e); };
+    experts_[e].backward_input(rows(st.dy_perm), rows(st.gate_p), rows(st.up_p), rows(st.dgate_p),
+                               rows(st.dup_p), rows(dx_perm), rows(dh_tmp), rows(dx_tmp));
+  }
+  ops::moe_permute_backward(st.dn, dx_perm, st.rows);
+
+  // Router: gates (and the balance loss) -> logits -> its input.
+  Buffer dscores;
+  if (cfg_.balance_loss_weight > 0) {
+    dscores = buffer({N, E});
+    ops::moe_balance_loss_backward(dscores, st.scores, st.idx, mb.B, float(cfg_.balance_loss_weight),
+                                   mb.loss_scale * float(N));
+  }
+  st.dlogits = buffer({N, E});
+  ops::moe_router_backward(st.dlogits, dgates, dscores, st.scores, st.idx, float(cfg_.route_scale));
+  ops::linear_backward_input(part, st.dlogits, router_.value);
+  ops::add_inplace(st.dn, part);
+
+  if (cfg_.shared_experts > 0) {
+    const int64_t S = int64_t(cfg_.shared_experts) * F;
+    st.ds_gate = buffer({N, S});
+    st.ds_up = buffer({N, S});
+    Buffer dh = buffer({N, S}), tmp = buffer({N, dim_});
+    shared_.backward_input(dy, st.s_gate, st.s_up, st.ds_gate, st.ds_up, part, dh, tmp);
+    ops::add_inplace(st.dn, part);
+  }
+  norm_.backward_input(dx, st.dn, st.x, st.rstd);
+}
+
+void Moe::backward_weight(const MicroBatch& mb) {
+  Saved& st = saved_.at(mb.id);
+  for (int e = 0; e < cfg_.routed_experts; ++e) {
+    auto rows = [&](const Buffer& b) { return expert_rows(b, st.offsets, e); };
+    if (rows(st.x_perm).size(0) == 0) continue;
+    experts_[e].backward_weight(rows(st.x_perm), rows(st.h_p), rows(st.dy_perm), rows(st.dgate_p),
+                                rows(st.dup_p));
+  }
+  ops::linear_backward_weight(router_.grad, st.dlogits, st.n);
+  if (cfg_.shared_experts > 0) shared_.backward_weight(st.n, st.s_h, st.dy, st.ds_gate, st.ds_up);
+  norm_.backward_weight(st.dn, st.x, st.rstd);
+  saved_.drop(mb.id);
+}
+
+MoeStats Moe::end_step(double gamma) {
+  MoeStats s;
+  s.name = prefix_;
+  s.load = step_load_;
+  const double E = double(step_load_.size());
+  double mean = 0, var = 0;
+  for (double l : step_load_) mean += l / E;
+  for (double l : step_load_) var += (l - mean) * (l - mean) / E;
+  s.load_max = *std::max_element(step_load_.begin(), step_load_.end());
+  s.load_min = *std::min_element(step_load_.begin(), step_load_.end());
+  s.load_cv = mean > 0 ? std::sqrt(var) / mean : 0;
+  s.balance_loss = step_tokens_ > 0 ? step_balance_ / double(step_tokens_) : 0;
+
+  // Loss-free balancing: overloaded experts become less attractive, underloaded more.
+  Buffer b = bias_.to(DType::f64);
+  double* bp = b.ptr<double>();
+  for (size_t i = 0; i < step_load_.size(); ++i) {
+    if (step_load_[i] > mean) bp[i] -= gamma;
+    else if (step_load_[i] < mean) bp[i] += gamma;
+  }
+  bias_ = b.to(dtype_);
+  s.bias_min = *std::min_element(bp, bp + b.numel());
+  s.bias_max = *std::max_element(bp, bp + b.numel());
+
+  std::fill(step_load_.begin(), step_load_.end(), 0.0);
+  step_balance_ = 0;
+  step_tokens_ = 0;
+  return s;
+}
+
+}  // namespace bk
