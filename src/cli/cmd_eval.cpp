@@ -95,7 +95,8 @@ int cmd_eval(const Args& args) {
   Model model(cfg.model, cfg.run.seed);
   std::vector<NamedTensor> params;
   for (Param* p : model.params()) params.push_back({p->name, p->value.tensor()});
-  ck.read_model(params);
+  for (auto& [name, t] : model.state()) params.push_back({name, t});  // e.g. MoE routing biases
+  ck.read_model(params);  // all or nothing: a tensor the model lacks is an error too
 
   const std::string data = a.data.empty() ? cfg.data.val : a.data;
   BK_CHECK(!data.empty(), "{}: the run had no validation data (data.val is empty); pass --data SHARD", state_path);

@@ -57,19 +57,22 @@ int cmd_plan(const Args& args) {
   ParsedArgs a = parse_args(args, {}, kPlanUsage, {"--pp", "--dp", "--ep", "--dtype"});
   if (a.help) return fmt::print("{}\n", kPlanUsage), 0;
   BK_CHECK(a.positional.size() == 1, "plan needs exactly one config file\n{}", kPlanUsage);
-  Config cfg = load_config(a.positional[0], a.sets);
-
-  Layout L;
-  L.pp = parse_layout_value(a, "--pp", cfg.parallel.pp);
-  L.dp = parse_layout_value(a, "--dp", cfg.parallel.dp);
-  L.ep = parse_layout_value(a, "--ep", cfg.parallel.ep);
+  // --pp/--dp/--ep are overrides of the parallel section, checked with the rest of the config
+  // (the batch rules name them as --set arguments).
+  std::vector<std::string> sets = a.sets;
+  for (const char* option : {"--pp", "--dp", "--ep"}) {
+    const int v = parse_layout_value(a, option, 0);
+    if (v > 0) sets.push_back(fmt::format("parallel.{}={}", option + 2, v));
+  }
+  const Config cfg = load_config(a.positional[0], sets);
   const std::string dtype = a.value("--dtype", cfg.run.device == "cpu" ? "f32" : "bf16");
   BK_CHECK(dtype == "bf16" || dtype == "f32", "--dtype: expected bf16 or f32, got '{}'\n{}", dtype, kPlanUsage);
+
+  Layout L;
+  L.pp = cfg.parallel.pp;
+  L.dp = cfg.parallel.dp;
+  L.ep = cfg.parallel.ep;
   L.act_bytes = dtype == "bf16" ? 2 : 4;
-  cfg.parallel.pp = L.pp;
-  cfg.parallel.dp = L.dp;
-  cfg.parallel.ep = L.ep;
-  validate_config(cfg);  // the batch rules with the new layout
   L.micro_batch_size = cfg.training.micro_batch_size;
   L.num_microbatches = cfg.num_microbatches();
 
@@ -161,9 +164,17 @@ int cmd_plan(const Args& args) {
              "  everything else is replicated; activations are what each layer saves for its backward\n"
              "  (no recomputation), in {} with fp32 statistics; total = ZeRO-1 state + activation peak\n",
              dtype);
-  if (c.estimates)
-    fmt::print("  note: saved activations of {} are estimates until those layers are implemented\n",
-               m.mtp.depth ? "MLA/MoE/MTP layers" : "MLA/MoE layers");
+  if (c.estimates) {
+    std::string which;
+    for (const char* kind : {"mla", "moe"})
+      for (const SublayerCount& sl : c.sublayers)
+        if (sl.estimated && sl.kind == kind) {
+          which += std::string(which.empty() ? "" : ", ") + kind;
+          break;
+        }
+    if (m.mtp.depth) which += std::string(which.empty() ? "" : ", ") + "mtp";
+    fmt::print("  note: saved activations of the {} layers are estimates until those layers are implemented\n", which);
+  }
   return 0;
 }
 

@@ -100,24 +100,14 @@ uint32_t crc32c_of_file(const fs::path& p) {
   return crc;
 }
 
-std::vector<int64_t> step_dirs(const fs::path& root) {
-  std::vector<int64_t> steps;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    int64_t s;
-    if (e.is_directory() && parse_step_name(e.path().filename().string(), &s)) steps.push_back(s);
-  }
-  std::sort(steps.rbegin(), steps.rend());
-  return steps;
-}
-
 // Deletes the step directories the policy does not keep. A directory is first renamed to a
 // temporary name (atomic), then removed, so a kill midway never leaves a half-deleted
 // step_XXXXXXXX that looks like a checkpoint.
 void apply_retention(const std::string& run_dir, int64_t just_written, RetentionPolicy keep) {
   if (keep.keep_last <= 0) return;  // keep everything
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  const std::vector<int64_t> steps = step_dirs(root);  // newest first
+  std::vector<int64_t> steps = checkpoint_steps(run_dir);
+  std::reverse(steps.begin(), steps.end());  // newest first
   for (size_t i = 0; i < steps.size(); ++i) {
     const int64_t s = steps[i];
     const bool kept = int(i) < keep.keep_last || (keep.keep_every > 0 && s % keep.keep_every == 0) ||
@@ -204,16 +194,33 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointContents
 std::string latest_checkpoint(const std::string& run_dir) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   const fs::path pointer = root / "latest";
-  if (!fs::exists(pointer)) return "";
-  std::string name = read_text(pointer);
-  while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
-  int64_t step;
-  BK_CHECK(parse_step_name(name, &step), "{}: expected a checkpoint name like step_00001200, got '{}'",
-           pointer.string(), name);
-  const fs::path dir = root / name;
-  BK_CHECK(fs::is_directory(dir), "{} names {}, which does not exist (deleted by hand?); open a checkpoint "
-           "directory under {} explicitly", pointer.string(), dir.string(), root.string());
-  return dir.string();
+  if (fs::exists(pointer)) {
+    std::string name = read_text(pointer);
+    while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
+    int64_t step;
+    BK_CHECK(parse_step_name(name, &step), "{}: expected a checkpoint name like step_00001200, got '{}'",
+             pointer.string(), name);
+    BK_CHECK(fs::is_directory(root / name), "{} names {}, which does not exist (deleted by hand?); open a "
+             "checkpoint directory under {} explicitly", pointer.string(), (root / name).string(), root.string());
+  }
+  // The newest step directory, not only what `latest` names: a step directory is renamed into
+  // place only when complete, and a run killed between that rename and the update of `latest`
+  // leaves a newer, loadable checkpoint than the pointer says.
+  const std::vector<int64_t> steps = checkpoint_steps(run_dir);
+  return steps.empty() ? std::string() : checkpoint_dir(run_dir, steps.back());
+}
+
+std::vector<int64_t> checkpoint_steps(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::vector<int64_t> steps;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return steps;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    int64_t step;
+    if (e.is_directory() && parse_step_name(e.path().filename().string(), &step)) steps.push_back(step);
+  }
+  std::sort(steps.begin(), steps.end());
+  return steps;
 }
 
 void remove_incomplete_checkpoints(const std::string& run_dir) {

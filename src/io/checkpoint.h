@@ -42,8 +42,11 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointContents
 
 // RUN_DIR/checkpoints/step_00001200
 std::string checkpoint_dir(const std::string& run_dir, int64_t step);
-// The directory `latest` names under run_dir, or "" when there is no checkpoint yet.
+// The newest complete checkpoint under run_dir (what `latest` names, or a newer step directory
+// a run killed before updating `latest` left), or "" when there is none.
 std::string latest_checkpoint(const std::string& run_dir);
+// Steps of the complete checkpoints under run_dir, ascending.
+std::vector<int64_t> checkpoint_steps(const std::string& run_dir);
 // Removes temporary directories that a killed save left behind.
 void remove_incomplete_checkpoints(const std::string& run_dir);
 

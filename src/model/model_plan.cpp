@@ -4,8 +4,9 @@
 
 #include "core/error.h"
 
-// The MoE and MLA layers' saved activations are estimates unless their headers exist (the counts
-// below mirror the Saved structs of attention.h, ffn.h, hyper_connection.h and head.h).
+// The saved-activation counts below mirror the Saved structs of attention.h, mla.h, ffn.h, moe.h,
+// hyper_connection.h and head.h; they are flagged as estimates when a header is missing (the
+// layer not built yet) and for MTP, whose layer is not built yet.
 #if __has_include("model/mla.h")
 #define BK_PLAN_HAVE_MLA 1
 #else
@@ -50,9 +51,9 @@ Part attention_part(const ModelConfig& m) {
     // the rotary key part (dr) is shared by the heads. Output W_o [C, H*dv].
     p.matmul += (r + dr) * C + H * (dn + dv) * r + C * H * dv;
     p.norms += r + C;  // kv latent norm, sublayer pre-norm
-    // Saved (estimate until model/mla.h lands): x, n [C]; q latent and its norm (rq > 0);
-    // kv latent [r + dr] and its norm [r]; q, k [H*dqk]; v, att [H*dv]; rstds; lse [H].
-    p.saved.act = 2.0 * C + (rq > 0 ? 2.0 * rq : 0) + double(r + dr) + r + 2.0 * H * dqk + 2.0 * H * dv;
+    // Saved (mla.h): x, n [C]; query latent cq and its norm [rq] (rq > 0); kv latent c and its
+    // norm [r]; q, k [H*dqk]; v, o [H*dv]; rstd of each norm; lse [H].
+    p.saved.act = 2.0 * C + (rq > 0 ? 2.0 * rq : 0) + 2.0 * r + 2.0 * H * dqk + 2.0 * H * dv;
     p.saved.f32 = 1 + (rq > 0 ? 1 : 0) + 1 + H;
     p.estimated = !BK_PLAN_HAVE_MLA;
   }
@@ -91,12 +92,13 @@ Part moe_part(const ModelConfig& m) {
   p.params = p.matmul + p.norms;
   p.matmul_active = k * expert + p.shared + p.router;
   p.active = p.matmul_active + p.norms;
-  // Saved (estimate until model/moe.h lands): x, n [C]; router scores [E], gates [k] (fp32),
-  // expert indices [k] (i32); the k dispatched copies of n [k*C] and of the expert outputs
-  // [k*C] (the gate gradient needs them); gate, up, h [I] of each of the k + S experts; rstd.
+  // Saved (moe.h): x, n [C]; router scores [E] and gates [k] (fp32 statistics); expert
+  // indices and permuted rows [k] each (i32); the k dispatched copies of n [k*C] and of the
+  // expert outputs [k*C] (the gate gradient needs them); gate, up, h [I] of each of the k routed
+  // slots and [S*I] of the shared experts; rstd. (Per micro-batch: expert offsets [E+1], ignored.)
   p.saved.act = 2.0 * C + 2.0 * k * C + 3.0 * (k + S) * I;
   p.saved.f32 = 1.0 + E + k;
-  p.saved.i32 = double(k);
+  p.saved.i32 = 2.0 * k;
   p.estimated = !BK_PLAN_HAVE_MOE;
   return p;
 }

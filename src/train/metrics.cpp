@@ -36,6 +36,14 @@ void MetricsLog::write(const StepMetrics& m) {
                  {"bwd_gain", c.bwd_gain}, {"comp_fwd_gain", c.comp_fwd_gain},
                  {"comp_bwd_gain", c.comp_bwd_gain}};
   }
+  if (!m.moe.empty()) {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (const MoeStats& l : m.moe)
+      layers.push_back({{"layer", l.name}, {"load_max", l.load_max}, {"load_min", l.load_min},
+                        {"load_cv", l.load_cv}, {"bias_min", l.bias_min}, {"bias_max", l.bias_max},
+                        {"balance_loss", l.balance_loss}, {"load", l.load}});
+    j["moe"] = layers;
+  }
   out_ << j.dump() << '\n';
   out_.flush();
 }
@@ -60,6 +68,20 @@ std::string connector_line(const ConnectorStats& s) {
       "| row err {:.1e} col err {:.1e} | H_pre {:.3f} H_post {:.3f}",
       s.max_comp_fwd_gain, s.max_comp_bwd_gain, max(s.fwd_gain), max(s.bwd_gain), mean(s.h_res_diag),
       max(s.row_err), max(s.col_err), mean(s.h_pre), mean(s.h_post));
+}
+
+std::string moe_line(const std::vector<MoeStats>& layers) {
+  double cv = 0, worst_cv = 0, ratio = 0, bmin = 0, bmax = 0, bal = 0;
+  for (const MoeStats& l : layers) {
+    cv += l.load_cv / double(layers.size());
+    worst_cv = std::max(worst_cv, l.load_cv);
+    ratio = std::max(ratio, l.load_min > 0 ? l.load_max / l.load_min : INFINITY);
+    bmin = std::min(bmin, l.bias_min);
+    bmax = std::max(bmax, l.bias_max);
+    bal += l.balance_loss;
+  }
+  return fmt::format("moe | load cv {:.3f} (worst layer {:.3f}) | max/min load {:.2f}x | bias [{:.3g}, {:.3g}] | balance loss {:.2e}",
+                     cv, worst_cv, ratio, bmin, bmax, bal);
 }
 
 std::string progress_line(const StepMetrics& m) {

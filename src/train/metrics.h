@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/connector_stats.h"
+#include "model/moe.h"
 
 namespace bk {
 
@@ -24,6 +25,7 @@ struct StepMetrics {
   double elapsed_s = 0;     // since training started
   std::optional<double> val_loss;
   std::optional<ConnectorStats> connectors;  // hc/mhc, on logged steps with validation data
+  std::vector<MoeStats> moe;                 // one per MoE layer, every step
 };
 
 class MetricsLog {
@@ -41,5 +43,7 @@ std::string progress_line(const StepMetrics& m);
 std::string format_duration(double seconds);
 // "connectors | amax composite fwd 1.02 bwd 1.05 (max over l) | H_res diag 0.90 | ..."
 std::string connector_line(const ConnectorStats& s);
+// "moe | load cv 0.12 (worst layer 0.31) | max/min load 1.9x | bias [-0.02, 0.03] | balance loss 1.0e-4"
+std::string moe_line(const std::vector<MoeStats>& layers);
 
 }  // namespace bk

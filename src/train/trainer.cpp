@@ -171,12 +171,13 @@ void Trainer::restore(const std::string& path) {
            "{}: cannot resume from {}: the model differs from the checkpoint's:{}\nset those keys back "
            "(e.g. --set key=value) or start a new run", cfg_.source, ck.dir(), shape_changes);
 
-  ParamList params = model_->params();
-  BK_CHECK(ck.model_tensors().size() == params.size(),
-           "{}: the checkpoint has {} model tensors, this model {}", ck.dir(), ck.model_tensors().size(),
-           params.size());
-  for (Param* p : params) ck.read_model(p->name, p->value);
-  for (auto& [name, t] : optimizer_->state_tensors()) ck.read_optimizer(name, t);
+  // All or nothing: every tensor of the model and the optimizer, and no tensor the model lacks.
+  std::vector<NamedTensor> model, optimizer;
+  for (Param* p : model_->params()) model.push_back({p->name, p->value.tensor()});
+  for (auto& [name, t] : model_->state()) model.push_back({name, t});
+  for (auto& [name, t] : optimizer_->state_tensors()) optimizer.push_back({name, t});
+  ck.read_model(model);
+  ck.read_optimizer(optimizer);
   try {
     optimizer_->set_steps_taken(st.at("optimizer").at("steps").get<int64_t>());
     train_data_->set_cursor(st.at("cursor").get<LoaderCursor>());
@@ -187,6 +188,13 @@ void Trainer::restore(const std::string& path) {
   }
   last_saved_step_ = step_;
   resumed_from_ = ck.dir();
+  // Resuming from an older checkpoint of this run would reach steps whose checkpoints exist.
+  std::string newer;
+  for (int64_t s : checkpoint_steps(run_dir_))
+    if (s > step_) newer += " " + checkpoint_dir(run_dir_, s);
+  BK_CHECK(newer.empty(), "resuming {} from step {}, but newer checkpoints of this run exist:{}\ndelete them to "
+           "continue from step {}, or resume into another run directory (--set run.dir=PATH)", run_dir_, step_,
+           newer, step_);
 }
 
 void Trainer::print_startup_table() const {
@@ -241,6 +249,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.clip_scale = clip_scale(m.grad_norm, t.max_grad_norm);
   m.lr = learning_rate(cfg_.optimizer, step, t.steps);
   optimizer_->step(m.lr, m.clip_scale);
+  m.moe = model_->end_step(cfg_.model.moe.bias_update_speed);
 
   tokens_seen_ += step_tokens;
   m.tokens = tokens_seen_;
@@ -277,6 +286,7 @@ void Trainer::save_checkpoint_at(int64_t step, double lr) {
   CheckpointContents ckpt;
   ckpt.step = step;
   for (Param* p : model_->params()) ckpt.model.push_back({p->name, p->value.tensor()});
+  for (auto& [name, t] : model_->state()) ckpt.model.push_back({name, t});
   for (auto& [name, t] : optimizer_->state_tensors()) ckpt.optimizer.push_back({name, t});
   const std::string config = to_yaml(cfg_);
   ckpt.state = {{"step", step},
@@ -322,6 +332,7 @@ double Trainer::run() {
       interval_loss = 0;
       interval_steps = 0;
       if (m.connectors) spdlog::info("{}", connector_line(*m.connectors));
+      if (!m.moe.empty()) spdlog::info("{}", moe_line(m.moe));
     }
     if (m.val_loss)
       spdlog::info("step {} | val loss {:.4f} | val ppl {:.2f}", step, *m.val_loss, std::exp(*m.val_loss));

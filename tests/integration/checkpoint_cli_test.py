@@ -14,7 +14,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from bk_safetensors import read_safetensors, write_safetensors  # noqa: E402
-from bk_testlib import parse_args, read_shard, run  # noqa: E402
+from bk_testlib import parse_args, read_metrics, read_shard, run  # noqa: E402
 
 a = parse_args()
 B = a.birkhoff
@@ -147,6 +147,13 @@ if check(r.returncode == 0 and m is not None, "eval --tokens 1000 exits 0", r.st
     check(int(m.group(3)) <= 1000 and "--tokens 1000" in r.stdout and math.isfinite(float(m.group(1))),
           "eval --tokens 1000 evaluates at most 1000 tokens and says so", r.stdout)
     loss_1000 = m.group(0)
+# The trainer's final validation reads the first training.eval_batches (8) micro-batches of 8 x 128
+# tokens: eval of the same 8192 tokens must agree (to the 4 decimals it prints).
+trainer_val = read_metrics(run_dir)[-1]["val_loss"]
+r = run([B, "eval", "--checkpoint", ckpt, "--tokens", "8192"], check=False)
+m = LOSS.search(r.stdout)
+check(r.returncode == 0 and m is not None and abs(float(m.group(1)) - trainer_val) <= 5.1e-5,
+      f"eval --tokens 8192 matches the trainer's final val loss {trainer_val:.6f}", r.stdout + r.stderr)
 
 # ---- a sharded copy, written by Python --------------------------------------------------------
 # What several ranks would write: model in 3 shards + index (the HF convention), optimizer in 2.
