@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 
 #include <charconv>
-#include <cmath>
 
 #include "cli/commands.h"
 #include "config/load.h"
@@ -41,15 +40,22 @@ std::string with_commas(int64_t v) {
   return out;
 }
 
-// 2.97B, 612M, 35.4K
+// Three significant digits: 2.98B, 616M, 2.95M, 38.1K.
 std::string short_count(double v) {
-  if (v >= 1e9) return fmt::format("{:.2f}B", v / 1e9);
-  if (v >= 1e6) return fmt::format("{:.0f}M", v / 1e6);
-  if (v >= 1e3) return fmt::format("{:.1f}K", v / 1e3);
-  return fmt::format("{:.0f}", v);
+  const char* unit = "";
+  if (v >= 1e9) v /= 1e9, unit = "B";
+  else if (v >= 1e6) v /= 1e6, unit = "M";
+  else if (v >= 1e3) v /= 1e3, unit = "K";
+  if (*unit == 0) return fmt::format("{:.0f}", v);
+  if (v >= 100) return fmt::format("{:.0f}{}", v, unit);
+  if (v >= 10) return fmt::format("{:.1f}{}", v, unit);
+  return fmt::format("{:.2f}{}", v, unit);
 }
 
-std::string gib(double bytes) { return fmt::format("{:.2f} GiB", bytes / double(1ull << 30)); }
+std::string gib(double bytes) {
+  if (bytes < double(1ull << 30)) return fmt::format("{:.1f} MiB", bytes / double(1ull << 20));
+  return fmt::format("{:.2f} GiB", bytes / double(1ull << 30));
+}
 
 }  // namespace
 
@@ -140,8 +146,8 @@ int cmd_plan(const Args& args) {
              cfg.training.global_batch_size, m.seq_len);
 
   // ---- layout ----
-  fmt::print("\nlayout: pp {} x ep {} x dp {} = {} ranks, 1F1B, {} micro-batch{} of {} x {} tokens per step and replica, {}\n",
-             L.pp, L.ep, L.dp, L.pp * L.ep * L.dp, L.num_microbatches, L.num_microbatches == 1 ? "" : "es",
+  fmt::print("\nlayout: pp {} x ep {} x dp {} = {} rank{}, 1F1B, {} micro-batch{} of {} x {} tokens per step and replica, {}\n",
+             L.pp, L.ep, L.dp, L.pp * L.ep * L.dp, L.pp * L.ep * L.dp == 1 ? "" : "s", L.num_microbatches, L.num_microbatches == 1 ? "" : "es",
              L.micro_batch_size, m.seq_len, dtype);
   fmt::print("  state per param: {} bytes ({}); ZeRO-1 shards the {}-byte optimizer part over the {} dp replica{}\n",
              param_state_bytes(L.act_bytes),

@@ -5,16 +5,16 @@
 namespace bk {
 
 void Head::forward(const MicroBatch& mb, Tensor x, Tensor y) {
-  const int64_t N = mb.tokens_count(), C = x.size(1), V = w_.value.shape()[0];
+  const int64_t N = mb.tokens_count(), C = x.size(1), V = hw_->w.value.shape()[0];
   Saved local;
   Saved& st = mb.keep ? saved_.put(mb.id) : local;
   st.x = buffer({N, C});
   ops::copy(st.x, x);
   st.rstd = buffer({N});
   st.n = buffer({N, C});
-  norm_.forward(st.n, st.rstd, x);
+  hw_->norm.forward(st.n, st.rstd, x);
   st.logits = buffer({N, V});
-  ops::linear_forward(st.logits, st.n, w_.value);
+  ops::linear_forward(st.logits, st.n, hw_->w.value);
   st.targets = Buffer({N}, DType::i32);
   ops::copy(st.targets, Tensor{const_cast<int32_t*>(mb.targets), DType::i32, {N}, Device::cpu});
   ops::cross_entropy_forward(y.view({N}), st.logits, st.targets);
@@ -25,14 +25,14 @@ void Head::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   st.dlogits = buffer(st.logits.shape());
   ops::cross_entropy_backward(st.dlogits, st.logits, st.targets, mb.loss_scale);
   st.dn = buffer(st.n.shape());
-  ops::linear_backward_input(st.dn, st.dlogits, w_.value);
-  norm_.backward_input(dx, st.dn, st.x, st.rstd);
+  ops::linear_backward_input(st.dn, st.dlogits, hw_->w.value);
+  hw_->norm.backward_input(dx, st.dn, st.x, st.rstd);
 }
 
 void Head::backward_weight(const MicroBatch& mb) {
   Saved& st = saved_.at(mb.id);
-  ops::linear_backward_weight(w_.grad, st.dlogits, st.n);
-  norm_.backward_weight(st.dn, st.x, st.rstd);
+  ops::linear_backward_weight(hw_->w.grad, st.dlogits, st.n);
+  hw_->norm.backward_weight(st.dn, st.x, st.rstd);
   saved_.drop(mb.id);
 }
 

@@ -31,7 +31,7 @@ class HyperConnection : public Layer, public ConnectorProbe {
   }
   int64_t out_width() const override { return n_ * dim_; }
   const ConnectorCoefficients& probed() const override { return probe_; }
-  Layer* inner() override { return f_.get(); }
+  std::vector<Layer*> children() override { return {f_.get()}; }
 
  private:
   struct Saved {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "core/buffer.h"
 #include "core/tensor.h"
@@ -43,8 +44,9 @@ class Layer {
   // Dtype of activations (f32; f64 for finite-difference checks). Layers that wrap others pass
   // it on; Model::to converts the parameters.
   virtual void set_dtype(DType t) { dtype_ = t; }
-  // The sublayer a connector wraps (nullptr for plain layers).
-  virtual Layer* inner() { return nullptr; }
+  // Layers this one runs inside it (a connector's sublayer, the MTP modules' layers), so the
+  // model can find every MoE layer.
+  virtual std::vector<Layer*> children() { return {}; }
 
  protected:
   Buffer buffer(Shape s) const { return Buffer(s, dtype_); }

@@ -3,68 +3,32 @@
 #include <cmath>
 
 #include "core/buffer.h"
-#include "model/attention.h"
+#include "model/block.h"
 #include "model/embedding.h"
-#include "model/ffn.h"
 #include "model/head.h"
-#include "model/hyper_connection.h"
-#include "model/mla.h"
-#include "model/residual.h"
+#include "model/mtp.h"
 #include "model/streams.h"
 
 namespace bk {
 
 Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
-  const double std = cfg.init_std;
-  // Output projections feed the residual sum of 2L sublayers: scale them so its variance
-  // does not grow with depth (GPT-2).
-  const double out_std = cfg.init_std / std::sqrt(2.0 * cfg.n_layers);
-  const float eps = float(cfg.norm_eps);
-
   const int64_t n = cfg.streams();
-  int sublayer = 0;
-  // The connector of the configured mode around sublayer f.
-  auto connect = [&](const std::string& name, std::unique_ptr<Layer> f) -> std::unique_ptr<Layer> {
-    const int index = sublayer++;
-    if (n == 1) return std::make_unique<Residual>(name, std::move(f));
-    auto c = std::make_unique<HyperConnection>(name, std::move(f), cfg.residual, cfg.dim, index, eps);
-    c->init(seed);
-    return c;
-  };
+  BlockBuilder blocks{cfg, seed};
 
   auto embed = std::make_unique<Embedding>(cfg.vocab_size, cfg.dim);
-  embed->init(seed, std);
+  embed->init(seed, cfg.init_std);
+  Param* table = embed->params()[0];
   layers_.push_back(std::move(embed));
   if (n > 1) layers_.push_back(std::make_unique<StreamExpand>(n, cfg.dim));
-  for (int l = 0; l < cfg.n_layers; ++l) {
-    const std::string p = "layers." + std::to_string(l);
-    std::unique_ptr<Layer> attn;
-    if (cfg.attention == "mla") {
-      auto a = std::make_unique<Mla>(p + ".attn", cfg.dim, cfg.n_heads, cfg.mla, float(cfg.rope_theta), eps);
-      a->init(seed, std, out_std);
-      attn = std::move(a);
-    } else {
-      auto a = std::make_unique<Attention>(p + ".attn", AttentionShape{cfg.dim, cfg.n_heads, float(cfg.rope_theta), eps});
-      a->init(seed, std, out_std);
-      attn = std::move(a);
-    }
-    layers_.push_back(connect(p + ".attn_conn", std::move(attn)));
-    std::unique_ptr<Layer> ffn;
-    if (cfg.ffn == "moe" && l >= cfg.moe.first_dense_layers) {
-      auto f = std::make_unique<Moe>(p + ".ffn", cfg.dim, cfg.moe, eps);
-      f->init(seed, std, out_std);
-      ffn = std::move(f);
-    } else {
-      auto f = std::make_unique<Ffn>(p + ".ffn", cfg.dim, cfg.ffn_dim, eps);
-      f->init(seed, std, out_std);
-      ffn = std::move(f);
-    }
-    layers_.push_back(connect(p + ".ffn_conn", std::move(ffn)));
-  }
+  for (int l = 0; l < cfg.n_layers; ++l)
+    blocks.add_block(layers_, "layers." + std::to_string(l), cfg.ffn == "moe" && l >= cfg.moe.first_dense_layers);
   if (n > 1) layers_.push_back(std::make_unique<StreamCollapse>(n, cfg.dim));
-  auto head = std::make_unique<Head>(cfg.vocab_size, cfg.dim, eps);
-  head->init(seed, std);
-  layers_.push_back(std::move(head));
+  auto head = std::make_unique<Head>(cfg.vocab_size, cfg.dim, float(cfg.norm_eps));
+  head->init(seed, cfg.init_std);
+  if (cfg.mtp.depth > 0)
+    layers_.push_back(std::make_unique<MtpHead>(cfg, std::move(head), table, blocks));
+  else
+    layers_.push_back(std::move(head));
 }
 
 double Model::forward(const MicroBatch& mb) {
@@ -108,9 +72,15 @@ void Model::to(DType dtype) {
 
 std::vector<Moe*> Model::moe_layers() const {
   std::vector<Moe*> out;
-  for (auto& layer : layers_)
-    for (Layer* l = layer.get(); l; l = l->inner())
-      if (auto* m = dynamic_cast<Moe*>(l)) out.push_back(m);
+  std::vector<Layer*> todo;
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) todo.push_back(it->get());
+  while (!todo.empty()) {  // depth first, in model order
+    Layer* l = todo.back();
+    todo.pop_back();
+    if (auto* m = dynamic_cast<Moe*>(l)) out.push_back(m);
+    auto kids = l->children();
+    for (auto it = kids.rbegin(); it != kids.rend(); ++it) todo.push_back(*it);
+  }
   return out;
 }
 
@@ -119,6 +89,11 @@ std::vector<std::pair<std::string, Tensor>> Model::state() {
   for (Moe* m : moe_layers())
     for (auto& s : m->state()) out.push_back(s);
   return out;
+}
+
+double Model::take_mtp_loss() {
+  auto* mtp = dynamic_cast<MtpHead*>(layers_.back().get());
+  return mtp ? mtp->take_loss() : 0.0;
 }
 
 std::vector<MoeStats> Model::end_step(double bias_update_speed) {

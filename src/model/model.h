@@ -3,7 +3,8 @@
 //   hc, mhc:   embed -> expand to n streams -> [...] x n_layers -> collapse (mean) -> head
 // where *_conn is the connector of model.residual.mode around its sublayer, attn is MHA or MLA
 // (model.attention), ffn is a dense SwiGLU or, after model.moe.first_dense_layers blocks, MoE
-// (model.ffn), and head is the final norm, W_head and the loss. A pipeline stage is a contiguous range of this list.
+// (model.ffn), and head is the final norm, W_head and the loss — with model.mtp.depth > 0 an
+// MtpHead that also runs the multi-token-prediction modules. A pipeline stage is a contiguous range of this list.
 #pragma once
 #include <memory>
 #include <vector>
@@ -31,6 +32,9 @@ class Model {
   std::vector<std::pair<std::string, Tensor>> state();
   // After an optimizer step: each MoE layer's statistics and its routing-bias update.
   std::vector<MoeStats> end_step(double bias_update_speed);
+  // Mean MTP loss (mean over depths of each depth's mean cross-entropy) over the training
+  // micro-batches since the last call; 0 without MTP.
+  double take_mtp_loss();
   // The connectors in sublayer order (their coefficients after a forward with mb.probe set).
   std::vector<const ConnectorProbe*> connectors() const;
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }

@@ -22,7 +22,7 @@ class Residual : public Layer, public ConnectorProbe {
     f_->set_dtype(t);
   }
   int64_t out_width() const override { return f_->out_width(); }
-  Layer* inner() override { return f_.get(); }
+  std::vector<Layer*> children() override { return {f_.get()}; }
   // H_pre = H_post = H_res = 1 for every token.
   const ConnectorCoefficients& probed() const override { return probe_; }
 

@@ -36,6 +36,7 @@ void MetricsLog::write(const StepMetrics& m) {
                  {"bwd_gain", c.bwd_gain}, {"comp_fwd_gain", c.comp_fwd_gain},
                  {"comp_bwd_gain", c.comp_bwd_gain}};
   }
+  if (m.mtp_loss) j["mtp_loss"] = *m.mtp_loss;
   if (!m.moe.empty()) {
     nlohmann::ordered_json layers = nlohmann::ordered_json::array();
     for (const MoeStats& l : m.moe)
@@ -91,8 +92,9 @@ std::string progress_line(const StepMetrics& m) {
                            : tps >= 1e3 ? fmt::format("{:.1f}k", tps / 1e3)
                                         : fmt::format("{:.0f}", tps);
   const double eta = m.ms_per_step * 1e-3 * double(m.total_steps - m.step);
-  return fmt::format("step {:>{}}/{} | loss {:.4f} | gnorm {:.3f}{} | lr {:.2e} | {} tok/s | {:.0f} ms | MFU {:.1f}% | eta {}",
-                     m.step, width, m.total_steps, m.loss, m.grad_norm, m.clip_scale < 1 ? "*" : "",
+  const std::string mtp = m.mtp_loss ? fmt::format(" | mtp {:.4f}", *m.mtp_loss) : std::string();
+  return fmt::format("step {:>{}}/{} | loss {:.4f}{} | gnorm {:.3f}{} | lr {:.2e} | {} tok/s | {:.0f} ms | MFU {:.1f}% | eta {}",
+                     m.step, width, m.total_steps, m.loss, mtp, m.grad_norm, m.clip_scale < 1 ? "*" : "",
                      m.lr, rate, m.ms_per_step, 100 * m.mfu, format_duration(eta));
 }
 

@@ -26,6 +26,7 @@ struct StepMetrics {
   std::optional<double> val_loss;
   std::optional<ConnectorStats> connectors;  // hc/mhc, on logged steps with validation data
   std::vector<MoeStats> moe;                 // one per MoE layer, every step
+  std::optional<double> mtp_loss;            // mean MTP loss of the step (model.mtp.depth > 0)
 };
 
 class MetricsLog {

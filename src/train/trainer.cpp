@@ -250,6 +250,7 @@ StepMetrics Trainer::train_step(int64_t step) {
   m.lr = learning_rate(cfg_.optimizer, step, t.steps);
   optimizer_->step(m.lr, m.clip_scale);
   m.moe = model_->end_step(cfg_.model.moe.bias_update_speed);
+  if (cfg_.model.mtp.depth > 0) m.mtp_loss = model_->take_mtp_loss();
 
   tokens_seen_ += step_tokens;
   m.tokens = tokens_seen_;

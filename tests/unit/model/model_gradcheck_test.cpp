@@ -22,10 +22,10 @@ double objective(Model& m, const Data& d, int B, int T) {
   MicroBatch mb{1, B, T, d.in.data(), d.tgt.data(), 1.0f, true};
   double loss = m.forward(mb) / double(B * T);
   for (const MoeStats& s : m.end_step(0.0)) loss += s.balance_loss;
-  return loss;
+  return loss + m.config().mtp.weight * m.take_mtp_loss();
 }
 
-// "<residual mode>[+mla][+mlaq][+moe]"
+// "<residual mode>[+mla][+mlaq][+moe][+mtp]"
 ModelConfig config_for(const std::string& variant) {
   ModelConfig c;
   c.vocab_size = 37;
@@ -56,6 +56,10 @@ ModelConfig config_for(const std::string& variant) {
     c.moe.route_scale = 1.5;
     c.moe.balance_loss_weight = 0.1;  // large, so its gradient path is checked too
   }
+  if (variant.find("+mtp") != std::string::npos) {
+    c.mtp.depth = 2;
+    c.mtp.weight = 0.7;
+  }
   return c;
 }
 
@@ -84,6 +88,7 @@ TEST_P(ModelGradcheck, EveryParameterMatchesFiniteDifferences) {
   m.forward(mb);
   m.backward(mb);
   m.end_step(0.0);  // reset the MoE counters (gamma 0: the bias stays)
+  m.take_mtp_loss();
 
   const double eps = 1e-5;
   for (Param* p : m.params()) {
@@ -108,7 +113,8 @@ TEST_P(ModelGradcheck, EveryParameterMatchesFiniteDifferences) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, ModelGradcheck,
                          ::testing::Values("baseline", "hc", "mhc", "baseline+mla", "baseline+mlaq",
-                                           "baseline+moe", "mhc+mlaq+moe", "hc+mla+moe"),
+                                           "baseline+moe", "mhc+mlaq+moe", "hc+mla+moe", "baseline+mtp",
+                                           "mhc+mla+moe+mtp"),
                          [](const auto& info) {
                            std::string n = info.param;
                            for (char& ch : n) if (ch == '+') ch = '_';
