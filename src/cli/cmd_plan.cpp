@@ -178,7 +178,7 @@ int cmd_plan(const Args& args) {
           which += std::string(which.empty() ? "" : ", ") + kind;
           break;
         }
-    if (m.mtp.depth) which += std::string(which.empty() ? "" : ", ") + "mtp";
+    if (m.mtp.depth && which.empty()) which = "mtp";
     fmt::print("  note: saved activations of the {} layers are estimates until those layers are implemented\n", which);
   }
   return 0;

@@ -17,7 +17,7 @@ const char* kUsage =
     "usage: birkhoff <command> [args]\n"
     "\n"
     "commands:\n"
-    "  train CONFIG [--set k=v]... [--overwrite]   train a model from a YAML config\n"
+    "  train CONFIG [--set k=v]... [--resume auto|PATH] [--overwrite]   train a model from a YAML config\n"
     "  config CONFIG [--set k=v]...                validate a config and print it resolved\n"
     "  config --reference                          print the config reference (docs/config.md)\n"
     "  inspect PATH [--verify] [--json]            list a checkpoint's tensors, config and files\n"

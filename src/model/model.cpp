@@ -6,6 +6,7 @@
 #include "model/block.h"
 #include "model/embedding.h"
 #include "model/head.h"
+#include "model/model_plan.h"
 #include "model/mtp.h"
 #include "model/streams.h"
 
@@ -125,7 +126,9 @@ int64_t Model::num_matmul_params() const {
 }
 
 double Model::flops_per_token() const {
-  return 6.0 * double(num_matmul_params()) + 6.0 * cfg_.n_layers * double(cfg_.seq_len) * cfg_.dim;
+  // One formula for the trainer's MFU and `birkhoff plan` (docs/model.md): active matrix
+  // products (top-k and shared experts only) plus causal attention.
+  return count_model(cfg_).flops_per_token;
 }
 
 }  // namespace bk

@@ -43,7 +43,8 @@ class Model {
   int64_t num_params() const;
   // Parameters that take part in matrix products (all but the embedding table and norms).
   int64_t num_matmul_params() const;
-  // Training FLOPs per token: 6 * matmul params + causal attention 6 * n_layers * seq_len * dim.
+  // Training FLOPs per token (count_model in model_plan.h): 6 x active matrix-product
+  // parameters + causal attention.
   double flops_per_token() const;
 
  private:

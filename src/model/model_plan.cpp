@@ -5,8 +5,8 @@
 #include "core/error.h"
 
 // The saved-activation counts below mirror the Saved structs of attention.h, mla.h, ffn.h, moe.h,
-// hyper_connection.h and head.h; they are flagged as estimates when a header is missing (the
-// layer not built yet) and for MTP, whose layer is not built yet.
+// hyper_connection.h, head.h and mtp.h; they are flagged as estimates when a header is missing
+// (the layer not built yet).
 #if __has_include("model/mla.h")
 #define BK_PLAN_HAVE_MLA 1
 #else
@@ -16,6 +16,11 @@
 #define BK_PLAN_HAVE_MOE 1
 #else
 #define BK_PLAN_HAVE_MOE 0
+#endif
+#if __has_include("model/mtp.h")
+#define BK_PLAN_HAVE_MTP 1
+#else
+#define BK_PLAN_HAVE_MTP 0
 #endif
 
 namespace bk {
@@ -187,31 +192,36 @@ ModelCounts count_model(const ModelConfig& m) {
     }
   }
 
-  // MTP (depth d): per module two RMSNorms [C] (hidden state, embedding of the next token), a
-  // projection [C, 2C], and one block (the model's attention and the FFN kind of its last
-  // block) with a plain residual; the embedding and the head (final norm included) are shared.
-  // The head is applied once more per module. Saved (estimate): h, e, their normalised concat
-  // [2C] and the projection [C]; the block; the head's x, n [C], logits [V], targets.
+  // MTP (depth d, mtp.h): per module two RMSNorms [C] (hidden state, embedding of the next
+  // token), a projection [C, 2C], and one block built like the main ones (the model's attention,
+  // the FFN kind of its last block, the model's connectors around both); the embedding and the
+  // head (final norm included) are shared, and the head runs once more per module (its FLOPs
+  // count again). Saved per module: next tokens and targets (i32); h, e [C] and their rstds; the
+  // normalised concat [2C]; the block; the module head's x, n [C], logits [V], rstd, targets.
   if (m.mtp.depth > 0) {
     const bool moe_ffn = moe_block(m, m.n_layers - 1);
     const Part& f = moe_ffn ? moe : dense;
-    c.mtp_per_module = 2 * C + 2 * C * C + attn.params + f.params;
-    c.mtp_per_module_active = 2 * C + 2 * C * C + attn.active + f.active;
+    c.mtp_per_module = 2 * C + 2 * C * C + attn.params + f.params + 2 * conn.params;
+    c.mtp_per_module_active = 2 * C + 2 * C * C + attn.active + f.active + 2 * conn.active;
     c.mtp = m.mtp.depth * c.mtp_per_module;
     active += m.mtp.depth * c.mtp_per_module_active;
-    matmul_active += m.mtp.depth * (2 * C * C + attn.matmul_active + f.matmul_active + c.head);
+    matmul_active +=
+        m.mtp.depth * (2 * C * C + attn.matmul_active + f.matmul_active + 2 * conn.matmul_active + c.head);
     c.last_stage_expert_params = m.mtp.depth * f.routed;
     if (moe_ffn) c.routing_bias += int64_t(m.mtp.depth) * m.moe.routed_experts;
     ActivationCount per;
-    per.act = 2.0 * C + 2.0 * C + C;
+    per.act = 4.0 * C;
     per.f32 = 2;
+    per.i32 = 2;
     per += attn.saved;
     per += f.saved;
+    per += conn.saved;
+    per += conn.saved;
     per.act += 2.0 * C + double(V);
     per.f32 += 1;
     per.i32 += 1;
     for (int d = 0; d < m.mtp.depth; ++d) c.mtp_saved += per;
-    c.estimates = true;
+    c.estimates = c.estimates || attn.estimated || f.estimated || !BK_PLAN_HAVE_MTP;
   }
   c.last_stage_params = C + c.head + c.mtp;
   c.head_saved = {2.0 * C + double(V), 1, 1};  // x, n, logits; rstd; targets

@@ -54,7 +54,7 @@ struct ModelCounts {
   int64_t active = 0;
   // Disjoint breakdown, sums to total. Matrices only, except: norms = every RMSNorm weight of
   // the main model (sublayer pre-norms, MLA latent norms, final norm); mtp = the MTP modules
-  // whole (their norms, projection and block).
+  // whole (their norms, projection, block and its connectors).
   int64_t embedding = 0, head = 0, attention = 0, dense_ffn = 0, moe_routed = 0, moe_shared = 0,
           moe_router = 0, connectors = 0, norms = 0, mtp = 0;
   // Per layer, including the sublayer's own norms, excluding its connector.

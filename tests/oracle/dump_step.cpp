@@ -67,6 +67,7 @@
 #include "io/safetensors.h"
 #include "kernels/ops.h"
 #include "model/model.h"
+#include "model/mtp.h"
 
 namespace {
 
@@ -80,7 +81,7 @@ const char* kUsage =
     "                        [--qk-nope D] [--qk-rope D] [--v-head D]\n"
     "                        [--ffn dense|moe] [--first-dense L] [--experts E] [--shared S] [--top-k k]\n"
     "                        [--moe-inter F] [--groups G] [--topk-groups G] [--route-scale X]\n"
-    "                        [--balance-alpha X] [--router-bias-jitter X]\n"
+    "                        [--balance-alpha X] [--router-bias-jitter X] [--mtp-depth D] [--mtp-weight X]\n"
     "(--ffn-dim is the dense SwiGLU's width: the dense model's, and with --ffn moe the leading\n"
     " --first-dense blocks'; the MLA flags need --attention mla, the MoE flags --ffn moe)\n";
 
@@ -196,6 +197,8 @@ Args parse(int argc, char** argv) {
   take("route-scale", moe.route_scale);
   take("balance-alpha", moe.balance_loss_weight);
   take("router-bias-jitter", a.router_bias_jitter);
+  take("mtp-depth", a.model.mtp.depth);
+  take("mtp-weight", a.model.mtp.weight);
   moe.bias_update_speed = 0;  // not used here (end_step(0)), recorded as such
   BK_CHECK(kv.empty(), "unknown option --{}\n{}", kv.begin()->first, kUsage);
   BK_CHECK(!a.out.empty(), "--out is required\n{}", kUsage);
@@ -250,6 +253,9 @@ Args parse(int argc, char** argv) {
     BK_CHECK(moe.balance_loss_weight >= 0 && a.router_bias_jitter >= 0,
              "--balance-alpha and --router-bias-jitter must be >= 0");
   }
+  BK_CHECK(m.mtp.depth >= 0 && m.mtp.depth < m.seq_len, "--mtp-depth must be in [0, --seq)");
+  BK_CHECK(m.mtp.weight >= 0, "--mtp-weight must be >= 0");
+  only_with({"mtp-weight"}, m.mtp.depth > 0, "--mtp-depth > 0");
   return a;
 }
 
@@ -331,6 +337,103 @@ void route_tokens(Route& route, const bk::ModelConfig& cfg, int m, bk::Tensor u)
   }
 }
 
+// Every MoE layer of the model, in Model::end_step's order (depth first through children()).
+std::vector<bk::Moe*> moe_layers(const bk::Model& model) {
+  std::vector<bk::Moe*> out;
+  std::function<void(bk::Layer*)> visit = [&](bk::Layer* l) {
+    if (auto* m = dynamic_cast<bk::Moe*>(l)) out.push_back(m);
+    for (bk::Layer* c : l->children()) visit(c);
+  };
+  for (auto& layer : model.layers()) visit(layer.get());
+  return out;
+}
+
+// The routing probe: an evaluation forward (keep = false: nothing saved, no loads counted; probe:
+// the connectors record their coefficients) that routes each MoE sublayer's exact input.
+struct RouteProbe {
+  const bk::ModelConfig& cfg;
+  bk::Model& model;
+  std::vector<Route>& routes;
+  int m;  // the micro-batch
+
+  bk::Tensor param(const std::string& name) {
+    for (bk::Param* p : model.params())
+      if (p->name == name) return p->value.tensor();
+    BK_FAIL("no parameter {}", name);
+  }
+
+  // layer->forward(x) -> returned; a connector whose sublayer is a MoE routes its sublayer's
+  // input: x (baseline) or H_pre X (hc / mhc, the probed h_pre with the connector's own kernel).
+  bk::Buffer forward(const bk::MicroBatch& mb, bk::Layer* layer, const bk::Buffer& x) {
+    const int64_t N = mb.tokens_count();
+    bk::Buffer y({N, layer->out_width()});
+    layer->forward(mb, x, y);
+    for (bk::Layer* c : layer->children()) {
+      auto* moe = dynamic_cast<bk::Moe*>(c);
+      if (!moe) continue;
+      Route* r = nullptr;
+      for (Route& q : routes)
+        if (q.moe == moe) r = &q;
+      BK_CHECK(r, "{}: an MoE layer the model does not list", moe->name());
+      const auto* probe = dynamic_cast<const bk::ConnectorProbe*>(layer);
+      BK_CHECK(probe, "{}: the MoE sublayer's connector exposes no coefficients", layer->name());
+      const int64_t n = cfg.streams();
+      if (n == 1) {
+        route_tokens(*r, cfg, m, x);
+      } else {
+        BK_CHECK(probe->probed().n == n, "{}: no probed coefficients", layer->name());
+        bk::Buffer u({N, cfg.dim});
+        bk::ops::stream_pre_forward(u, x.tensor().view({N, n, cfg.dim}), probe->probed().h_pre);
+        route_tokens(*r, cfg, m, u);
+      }
+    }
+    return y;
+  }
+
+  // The MTP modules (an evaluation forward of MtpHead skips them): module k = j + 1 as
+  // MtpHead::forward computes its input, h'^k = W_k [RMSNorm(h^{k-1}); RMSNorm(Emb(t_{t+k}))],
+  // with the same kernels, then its layers as above.
+  void mtp(const bk::MicroBatch& mb, bk::MtpHead* head, bk::Buffer h) {
+    const int64_t N = mb.tokens_count(), C = cfg.dim;
+    const std::vector<bk::Layer*> kids = head->children();
+    const size_t per = cfg.streams() > 1 ? 4 : 2;  // [expand], attn_conn, ffn_conn, [collapse]
+    BK_CHECK(kids.size() == per * size_t(cfg.mtp.depth), "MtpHead: {} layers for depth {}", kids.size(),
+             cfg.mtp.depth);
+    const float eps = float(cfg.norm_eps);
+    for (int j = 0; j < cfg.mtp.depth; ++j) {
+      const int k = j + 1;
+      const std::string p = "mtp." + std::to_string(j);
+      bk::Buffer tok({N}, bk::DType::i32);
+      for (int b = 0; b < mb.B; ++b)
+        for (int t = 0; t < mb.T; ++t) {
+          const int64_t i = int64_t(b) * mb.T + t;
+          const int32_t next = t + k - 1 < mb.T ? mb.targets[i + k - 1] : -1;
+          tok.ptr<int32_t>()[i] = next < 0 ? 0 : next;
+        }
+      bk::Buffer hn({N, C}), en({N, C}), e({N, C}), rstd({N}), cat({N, 2 * C}), cur({N, C});
+      bk::ops::rmsnorm_forward(hn, rstd, h, param(p + ".norm_h.weight"), eps);
+      bk::ops::embedding_forward(e, tok, param("embed.weight"));
+      bk::ops::rmsnorm_forward(en, rstd, e, param(p + ".norm_e.weight"), eps);
+      bk::ops::copy_columns(cat, 0, hn, 0, C, false);
+      bk::ops::copy_columns(cat, C, en, 0, C, false);
+      bk::ops::linear_forward(cur, cat, param(p + ".proj.weight"));
+      for (size_t i = per * size_t(j); i < per * size_t(j + 1); ++i) cur = forward(mb, kids[i], cur);
+      h = std::move(cur);
+    }
+  }
+
+  void run(const bk::MicroBatch& mb) {
+    bk::Buffer cur({mb.tokens_count(), 1});
+    for (auto& layer : model.layers()) {
+      if (auto* head = dynamic_cast<bk::MtpHead*>(layer.get())) {
+        mtp(mb, head, std::move(cur));
+        return;
+      }
+      cur = forward(mb, layer.get(), cur);
+    }
+  }
+};
+
 int run(const Args& a) {
   const bk::ModelConfig& cfg = a.model;
   const int M = a.micro, B = a.batch, T = cfg.seq_len, V = cfg.vocab_size;
@@ -352,7 +455,7 @@ int run(const Args& a) {
     }
     p->grad.zero();
   }
-  BK_CHECK(cfg.streams() == 1 || a.conn_jitter == 0 || jittered_conn == 2 * cfg.n_layers * (cfg.residual.mode == "mhc" ? 2 : 4),
+  BK_CHECK(cfg.streams() == 1 || a.conn_jitter == 0 || jittered_conn == 2 * (cfg.n_layers + cfg.mtp.depth) * (cfg.residual.mode == "mhc" ? 2 : 4),
            "--conn-jitter: jittered {} connector parameters, expected {} per connector", jittered_conn,
            cfg.residual.mode == "mhc" ? 2 : 4);
 
@@ -364,7 +467,9 @@ int run(const Args& a) {
     float* b = t.ptr<float>();
     for (int64_t i = 0; i < t.numel(); ++i) b[i] = float(a.router_bias_jitter * rng.normal());
   }
-  const int n_moe = cfg.ffn == "moe" ? cfg.n_layers - cfg.moe.first_dense_layers : 0;
+  // One MoE layer per block from first_dense_layers on, and one in each MTP module (the model
+  // has MoE blocks: --first-dense < --layers).
+  const int n_moe = cfg.ffn == "moe" ? cfg.n_layers - cfg.moe.first_dense_layers + cfg.mtp.depth : 0;
   BK_CHECK(int(state.size()) == n_moe, "the model has {} routing biases, expected one per MoE block ({})",
            state.size(), n_moe);
 
@@ -397,49 +502,24 @@ int run(const Args& a) {
     mbs.push_back(mb);
   }
 
-  // The routing of every MoE layer: a forward of each micro-batch layer by layer (as
-  // Model::forward, but evaluation-only: keep = false saves nothing and counts no loads), where
-  // the input of each MoE sublayer is its connector's input x (baseline) or H_pre X (hc / mhc,
-  // from the probed h_pre with the connector's own kernel).
+  // The routing of every MoE layer (RouteProbe), recomputed before the step.
   std::vector<Route> routes;
-  for (auto& layer : model.layers())
-    if (auto* moe = dynamic_cast<bk::Moe*>(layer->inner())) {
-      Route r;
-      r.moe = moe;
-      r.idx = bk::Buffer({M, B, T, cfg.moe.top_k}, bk::DType::i32);
-      r.load.assign(size_t(cfg.moe.routed_experts), 0.0);
-      routes.push_back(std::move(r));
-    }
+  for (bk::Moe* moe : moe_layers(model)) {
+    Route r;
+    r.moe = moe;
+    r.idx = bk::Buffer({M, B, T, cfg.moe.top_k}, bk::DType::i32);
+    r.load.assign(size_t(cfg.moe.routed_experts), 0.0);
+    routes.push_back(std::move(r));
+  }
   BK_CHECK(int(routes.size()) == n_moe, "found {} MoE sublayers, expected {}", routes.size(), n_moe);
-  if (n_moe > 0) {
+  if (n_moe > 0)
     for (int m = 0; m < M; ++m) {
       bk::MicroBatch mb = mbs[m];
       mb.id = 1000 + m;
       mb.keep = false;
       mb.probe = true;
-      const int64_t N = mb.tokens_count();
-      bk::Buffer cur({N, 1});
-      size_t r = 0;
-      for (auto& layer : model.layers()) {
-        bk::Buffer next({N, layer->out_width()});
-        layer->forward(mb, cur, next);
-        if (r < routes.size() && layer->inner() == routes[r].moe) {
-          const auto* probe = dynamic_cast<const bk::ConnectorProbe*>(layer.get());
-          BK_CHECK(probe, "{}: the MoE sublayer's connector exposes no coefficients", layer->name());
-          const int64_t n = cfg.streams();
-          if (n == 1) {
-            route_tokens(routes[r], cfg, m, cur);
-          } else {
-            bk::Buffer u({N, cfg.dim});
-            bk::ops::stream_pre_forward(u, cur.tensor().view({N, n, cfg.dim}), probe->probed().h_pre);
-            route_tokens(routes[r], cfg, m, u);
-          }
-          ++r;
-        }
-        cur = std::move(next);
-      }
+      RouteProbe{cfg, model, routes, m}.run(mb);
     }
-  }
 
   double loss_sum = 0;
   for (const bk::MicroBatch& mb : mbs) loss_sum += model.forward(mb);
@@ -478,7 +558,9 @@ int run(const Args& a) {
              "--router-bias-jitter",
              margin, kMinRouteMargin);
 
-  bk::Buffer loss({1}, bk::DType::f64), scale({1}, bk::DType::f64), bal({1}, bk::DType::f64);
+  bk::Buffer loss({1}, bk::DType::f64), scale({1}, bk::DType::f64), bal({1}, bk::DType::f64),
+      mtp_loss({1}, bk::DType::f64);
+  mtp_loss.ptr<double>()[0] = model.take_mtp_loss();
   loss.ptr<double>()[0] = loss_sum / double(step_tokens);
   scale.ptr<double>()[0] = double(loss_scale);
   bal.ptr<double>()[0] = balance;
@@ -493,6 +575,7 @@ int run(const Args& a) {
   out.push_back({"loss", loss.tensor()});
   out.push_back({"loss_scale", scale.tensor()});
   if (n_moe > 0) out.push_back({"balance_loss", bal.tensor()});
+  if (cfg.mtp.depth > 0) out.push_back({"mtp_loss", mtp_loss.tensor()});
 
   auto num = [](double x) { return fmt::format("{:.17g}", x); };
   const bk::MlaConfig& mla = cfg.mla;
@@ -523,6 +606,8 @@ int run(const Args& a) {
       {"attention", cfg.attention},
       {"ffn", cfg.ffn},
   };
+  if (cfg.mtp.depth > 0)
+    meta.insert({{"mtp_depth", std::to_string(cfg.mtp.depth)}, {"mtp_weight", num(cfg.mtp.weight)}});
   if (cfg.attention == "mla")
     meta.insert({{"mla_q_lora_rank", std::to_string(mla.q_lora_rank)},
                  {"mla_kv_lora_rank", std::to_string(mla.kv_lora_rank)},
@@ -550,6 +635,9 @@ int run(const Args& a) {
               "loss %.9f\n",
               a.out.c_str(), cfg.residual.mode.c_str(), int(cfg.streams()), cfg.attention.c_str(), cfg.ffn.c_str(),
               params.size(), M, B, T, (long long)step_tokens, (long long)ignored, loss.ptr<double>()[0]);
+  if (cfg.mtp.depth > 0)
+    std::printf("oracle_dump_step: MTP depth %d, weight %g: mtp loss %.9f\n", cfg.mtp.depth, cfg.mtp.weight,
+                mtp_loss.ptr<double>()[0]);
   if (n_moe > 0)
     std::printf("oracle_dump_step: %d MoE layers: balance loss %.9g, routing margin %.3g, the routing bias changes "
                 "the choice of %lld of %lld token-layers\n",

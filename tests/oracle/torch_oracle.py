@@ -102,17 +102,41 @@ from bk_safetensors import read_safetensors  # noqa: E402  (its errors are Value
 def expected_params(cfg):
     """Name -> shape of every parameter, from the architecture (not from the file)."""
     V, C, Fd = cfg["vocab_size"], cfg["dim"], cfg["ffn_dim"]
+    H, n = cfg["n_heads"], cfg["streams"]
     shapes = {"embed.weight": (V, C)}
-    for l in range(cfg["n_layers"]):
-        p = f"layers.{l}"
-        shapes[f"{p}.attn.norm.weight"] = (C,)
-        for w in ("wq", "wk", "wv", "wo"):
-            shapes[f"{p}.attn.{w}.weight"] = (C, C)
-        shapes[f"{p}.ffn.norm.weight"] = (C,)
-        shapes[f"{p}.ffn.w1.weight"] = (Fd, C)
-        shapes[f"{p}.ffn.w3.weight"] = (Fd, C)
-        shapes[f"{p}.ffn.w2.weight"] = (C, Fd)
-        n = cfg["streams"]
+
+    def block(p, moe):
+        a = f"{p}.attn"
+        shapes[f"{a}.norm.weight"] = (C,)
+        if cfg["attention"] == "mla":
+            qr, kvr = cfg["mla_q_lora_rank"], cfg["mla_kv_lora_rank"]
+            nope, rope_d, vd = cfg["mla_qk_nope_dim"], cfg["mla_qk_rope_dim"], cfg["mla_v_head_dim"]
+            if qr > 0:
+                shapes.update({f"{a}.w_dq.weight": (qr, C), f"{a}.q_norm.weight": (qr,),
+                               f"{a}.w_uq.weight": (H * (nope + rope_d), qr)})
+            else:
+                shapes[f"{a}.wq.weight"] = (H * (nope + rope_d), C)
+            shapes.update({f"{a}.w_dkv.weight": (kvr + rope_d, C), f"{a}.kv_norm.weight": (kvr,),
+                           f"{a}.w_ukv.weight": (H * (nope + vd), kvr), f"{a}.wo.weight": (C, H * vd)})
+        else:
+            for w in ("wq", "wk", "wv", "wo"):
+                shapes[f"{a}.{w}.weight"] = (C, C)
+        f = f"{p}.ffn"
+        shapes[f"{f}.norm.weight"] = (C,)
+        if moe:
+            E, Fe = cfg["moe_routed_experts"], cfg["moe_inter_dim"]
+            shapes[f"{f}.router.weight"] = (E, C)
+            experts = [f"{f}.experts.{e}" for e in range(E)]
+            if cfg["moe_shared_experts"] > 0:
+                S = cfg["moe_shared_experts"] * Fe
+                shapes.update({f"{f}.shared.w1.weight": (S, C), f"{f}.shared.w3.weight": (S, C),
+                               f"{f}.shared.w2.weight": (C, S)})
+            for x in experts:
+                shapes.update({f"{x}.w1.weight": (Fe, C), f"{x}.w3.weight": (Fe, C),
+                               f"{x}.w2.weight": (C, Fe)})
+        else:
+            shapes.update({f"{f}.w1.weight": (Fd, C), f"{f}.w3.weight": (Fd, C),
+                           f"{f}.w2.weight": (C, Fd)})
         for conn in ("attn_conn", "ffn_conn"):
             c = f"{p}.{conn}"
             if cfg["residual_mode"] == "mhc":
@@ -121,9 +145,22 @@ def expected_params(cfg):
             elif cfg["residual_mode"] == "hc":
                 shapes.update({f"{c}.w": (n + 2, C), f"{c}.scale": (3,), f"{c}.static_pre": (n,),
                                f"{c}.static_post": (n,), f"{c}.static_res": (n, n)})
+
+    for l, moe in enumerate(cfg["block_moe"]):
+        block(f"layers.{l}", moe)
     shapes["final_norm.weight"] = (C,)
     shapes["head.weight"] = (V, C)
+    for j in range(cfg["mtp_depth"]):
+        shapes.update({f"mtp.{j}.norm_h.weight": (C,), f"mtp.{j}.norm_e.weight": (C,),
+                       f"mtp.{j}.proj.weight": (C, 2 * C)})
+        block(f"mtp.{j}", cfg["mtp_moe"])
     return shapes
+
+
+def moe_prefixes(cfg):
+    """The MoE sublayers, in the model's order (the main blocks, then the MTP modules)."""
+    out = [f"layers.{l}.ffn" for l, moe in enumerate(cfg["block_moe"]) if moe]
+    return out + ([f"mtp.{j}.ffn" for j in range(cfg["mtp_depth"])] if cfg["mtp_moe"] else [])
 
 
 def rms_norm(x, w, eps):
@@ -157,6 +194,16 @@ def rope(x, theta, mutate):
     return x * cos + rotate_half(x) * sin
 
 
+def causal_attention(q, k, v, scale, mutate):
+    """q, k [B, H, T, Dk], v [B, H, T, Dv] -> [B, H, T, Dv]."""
+    T = q.shape[-2]
+    scores = q @ k.transpose(-2, -1) * scale
+    if mutate != "no_causal_mask":
+        future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
+        scores = scores.masked_fill(future, float("-inf"))
+    return torch.softmax(scores, dim=-1) @ v
+
+
 def attention(x, p, pre, cfg, mutate):
     Bn, T, C = x.shape
     H = cfg["n_heads"]
@@ -166,20 +213,147 @@ def attention(x, p, pre, cfg, mutate):
     q = rope(heads(F.linear(n, p[f"{pre}.wq.weight"])), cfg["rope_theta"], mutate)
     k = rope(heads(F.linear(n, p[f"{pre}.wk.weight"])), cfg["rope_theta"], mutate)
     v = heads(F.linear(n, p[f"{pre}.wv.weight"]))
-    scores = q @ k.transpose(-2, -1) / math.sqrt(D)
-    if mutate != "no_causal_mask":
-        future = torch.ones(T, T, dtype=torch.bool).triu(diagonal=1)
-        scores = scores.masked_fill(future, float("-inf"))
-    out = torch.softmax(scores, dim=-1) @ v                                      # [B, H, T, D]
+    out = causal_attention(q, k, v, 1 / math.sqrt(D), mutate)                    # [B, H, T, D]
     return F.linear(out.transpose(1, 2).reshape(Bn, T, C), p[f"{pre}.wo.weight"])
 
 
-def ffn(x, p, pre, cfg, mutate):
-    n = rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"])
+def mla(x, p, pre, cfg, mutate):
+    """Multi-head latent attention (src/model/mla.h), written from the DeepSeek-V2/V3 equations:
+        n = rmsnorm(x);  q = W_q n  or  W_uq rmsnorm(W_dq n);  per head q_h = [q_nope_h, q_pe_h]
+        [c, k_pe] = W_dkv n  (c: the kv latent, k_pe: the last `rope` columns, ONE rotary key per
+        token shared by all heads);  per head [k_nope_h, v_h] from W_ukv rmsnorm(c)
+        K_h = [k_nope_h, rope(k_pe)],  Q_h = [q_nope_h, rope(q_pe_h)],  scale 1/sqrt(nope + rope)."""
+    Bn, T, C = x.shape
+    H, eps, theta = cfg["n_heads"], cfg["norm_eps"], cfg["rope_theta"]
+    nope, rd, vd = cfg["mla_qk_nope_dim"], cfg["mla_qk_rope_dim"], cfg["mla_v_head_dim"]
+    kvr = cfg["mla_kv_lora_rank"]
+    n = rms_norm(x, p[f"{pre}.norm.weight"], eps)
+    if cfg["mla_q_lora_rank"] > 0:
+        cq = rms_norm(F.linear(n, p[f"{pre}.w_dq.weight"]), p[f"{pre}.q_norm.weight"], eps)
+        q = F.linear(cq, p[f"{pre}.w_uq.weight"])
+    else:
+        q = F.linear(n, p[f"{pre}.wq.weight"])
+    q = q.view(Bn, T, H, nope + rd).transpose(1, 2)                             # [B, H, T, nope+rope]
+    if mutate == "mla_rope_whole_q":  # the whole query head rotated, not only its rotary part
+        q = rope(q, theta, mutate)
+    else:
+        q = torch.cat((q[..., :nope], rope(q[..., nope:], theta, mutate)), dim=-1)
+    ckv = F.linear(n, p[f"{pre}.w_dkv.weight"])                                  # [B, T, kvr + rope]
+    if mutate == "mla_kpe_first_cols":  # the rotary key from the first columns, the latent after it
+        k_pe, c = ckv[..., :rd], ckv[..., rd:]
+    else:
+        c, k_pe = ckv[..., :kvr], ckv[..., kvr:]
+    kv = F.linear(rms_norm(c, p[f"{pre}.kv_norm.weight"], eps), p[f"{pre}.w_ukv.weight"])
+    if mutate == "mla_kv_blocked":  # [all heads' k_nope, all heads' v] instead of [k_nope_h, v_h] per head
+        k_nope = kv[..., :H * nope].view(Bn, T, H, nope).transpose(1, 2)
+        v = kv[..., H * nope:].view(Bn, T, H, vd).transpose(1, 2)
+    else:
+        kv = kv.view(Bn, T, H, nope + vd).transpose(1, 2)                       # [B, H, T, nope+v]
+        k_nope, v = kv[..., :nope], kv[..., nope:]
+    k_pe = rope(k_pe.unsqueeze(1), theta, mutate)                                # [B, 1, T, rope]
+    k_pe = k_pe.expand(Bn, H, T, rd)                                             # shared by every head
+    if mutate == "mla_kpe_head0":  # the rotary key reaches head 0 only (the others get zeros)
+        k_pe = torch.cat((k_pe[:, :1], torch.zeros_like(k_pe[:, 1:])), dim=1)
+    if mutate == "mla_kpe_grad_head0":  # same forward, but the key's gradient is head 0's alone,
+        k_pe = torch.cat((k_pe[:, :1], k_pe[:, 1:].detach()), dim=1)  # not the sum over heads
+    k = torch.cat((k_nope, k_pe), dim=-1)
+    scale = 1 / math.sqrt(nope if mutate == "mla_scale_nope" else nope + rd)
+    out = causal_attention(q, k, v, scale, mutate)                               # [B, H, T, v]
+    return F.linear(out.transpose(1, 2).reshape(Bn, T, H * vd), p[f"{pre}.wo.weight"])
+
+
+def swiglu(n, p, pre, mutate):
     gate, up = p[f"{pre}.w1.weight"], p[f"{pre}.w3.weight"]
     if mutate == "swap_gate_up":
         gate, up = up, gate
     return F.linear(F.silu(F.linear(n, gate)) * F.linear(n, up), p[f"{pre}.w2.weight"])
+
+
+def ffn(x, p, pre, cfg, mutate):
+    return swiglu(rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"]), p, pre, mutate)
+
+
+def route(b, cfg, mutate):
+    """Top-k experts by the biased scores b [..., E] (group-limited when n_groups > 1), as
+    (idx [..., k], eligible mask [..., E], margin [...]): the margin is the smallest gap that
+    decides the choice, between the last chosen and the best unchosen eligible expert, and
+    between the last eligible group and the next (the oracle reports it: a near-tie could
+    choose differently in fp32)."""
+    E, k, ng, kg = (cfg["moe_routed_experts"], cfg["moe_top_k"], cfg["moe_n_groups"],
+                    cfg["moe_topk_groups"])
+    margin = torch.full(b.shape[:-1], math.inf, dtype=b.dtype)
+    eligible = torch.ones_like(b, dtype=torch.bool)
+    if ng > 1:
+        bg = b.unflatten(-1, (ng, E // ng))                                      # [..., groups, G]
+        if mutate == "group_score_max":  # a group scored by its best expert, not its best two
+            gscore = bg.amax(dim=-1)
+        else:
+            gscore = bg.topk(min(2, E // ng), dim=-1).values.sum(dim=-1)
+        gs = gscore.sort(dim=-1, descending=True).values
+        if kg < ng:
+            margin = torch.minimum(margin, gs[..., kg - 1] - gs[..., kg])
+        top_groups = gscore.topk(kg, dim=-1).indices
+        gmask = torch.zeros_like(gscore, dtype=torch.bool).scatter(-1, top_groups, True)
+        eligible = gmask.repeat_interleave(E // ng, dim=-1)
+    bm = b.masked_fill(~eligible, -math.inf)
+    top = bm.topk(min(k + 1, E), dim=-1).values
+    if k < E and bool(torch.isfinite(top[..., -1]).any()):
+        gap = top[..., k - 1] - top[..., k]   # -inf - ... where fewer than k+1 are eligible
+        margin = torch.minimum(margin, torch.where(torch.isfinite(top[..., k]), gap,
+                                                   torch.full_like(gap, math.inf)))
+    return bm.topk(k, dim=-1).indices, eligible, margin
+
+
+def moe_ffn(x, p, pre, cfg, mutate, ctx):
+    """DeepSeekMoE (src/model/moe.h), written from the DeepSeek-V3 equations:
+        n = rmsnorm(x);  s = sigmoid(W_r n);  top-k experts by s + bias (bias: model state, no
+        gradient; group-limited when n_groups > 1);  g_j = route_scale * s_j / sum_chosen s
+        (unbiased);  F = sum_j g_j Expert_j(n) + Shared(n),  each expert a SwiGLU.
+    Routed experts: a loop over experts, gathering each one's tokens and adding its weighted output
+    back with index_add. Also returns the layer's sequence-wise balance loss term (or None)."""
+    S, T, C = x.shape
+    E, k = cfg["moe_routed_experts"], cfg["moe_top_k"]
+    n = rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"])
+    logits = F.linear(n, p[f"{pre}.router.weight"])                              # [S, T, E]
+    s = torch.softmax(logits, dim=-1) if mutate == "router_softmax" else torch.sigmoid(logits)
+    bias = ctx["bias"][pre]
+    with torch.no_grad():  # the choice is not differentiable; made in float64 from fp32 weights
+        idx, _, margin = route(s if mutate == "topk_unbiased" else s + bias, cfg, mutate)
+    ctx["check_route"](pre, idx, margin)
+    chosen = s + bias if mutate == "gates_biased" else s
+    s_sel = chosen.gather(-1, idx)                                               # [S, T, k]
+    if mutate == "gates_unnormalised":
+        gates = cfg["moe_route_scale"] * s_sel
+    else:
+        gates = cfg["moe_route_scale"] * s_sel / s_sel.sum(dim=-1, keepdim=True)
+    nf, idf, gf = n.reshape(S * T, C), idx.reshape(S * T, k), gates.reshape(S * T, k)
+    out = torch.zeros_like(nf)
+    for e in range(E):
+        tok, slot = (idf == e).nonzero(as_tuple=True)
+        if tok.numel():
+            y = swiglu(nf[tok], p, f"{pre}.experts.{e}", mutate)
+            out = out.index_add(0, tok, gf[tok, slot].unsqueeze(-1) * y)
+    out = out.view(S, T, C)
+    if cfg["moe_shared_experts"] > 0 and mutate != "no_shared_expert":
+        out = out + swiglu(n, p, f"{pre}.shared", mutate)
+
+    # The sequence-wise balance loss of each micro-batch (its B sequences of T tokens):
+    #   f_i = E / (k T) * #{tokens of the sequence that chose i} (a constant),
+    #   P_i = mean over the sequence's tokens of s_i / sum_e s_e,
+    #   L = alpha * (1/B) sum_seq sum_i f_i P_i,
+    # in the objective weighted by the micro-batch's share of the step's tokens (all equal here,
+    # so the step's term is alpha times the mean over all M * B sequences of sum_i f_i P_i).
+    alpha = cfg["moe_balance_loss_weight"]
+    if alpha <= 0:
+        return out, None
+    counts = F.one_hot(idx, E).amax(dim=-2).sum(dim=-2).to(x.dtype)            # [S, E]
+    f = counts if mutate == "balance_no_unit" else counts * (E / (k * T))
+    sn = s if mutate == "balance_p_unnormalised" else s / s.sum(dim=-1, keepdim=True)
+    per_seq = (f * sn.mean(dim=-2)).sum(dim=-1)                                  # [S]
+    M, B = cfg["micro_batches"], cfg["micro_batch_size"]
+    share = 1.0 / M                                                              # N_m / N, every m
+    per_mb = alpha / B * per_seq.view(M, B).sum(dim=-1)                          # [M]
+    return out, (share * per_mb).sum()
 
 
 def sinkhorn(L, iters, mutate):
@@ -246,29 +420,82 @@ def connect(X, sublayer, p, c, cfg, mutate):
     return torch.einsum("stij,stjc->stic", h_res, X) + h_post.unsqueeze(-1) * f.unsqueeze(-2)
 
 
-def step_loss(p, tokens, targets, cfg, mutate):
-    """tokens, targets: [S, T] (all sequences of the step); returns the scalar step loss."""
-    x = F.embedding(tokens, p["embed.weight"])
+def run_blocks(x, p, blocks, cfg, mutate, ctx):
+    """x [S, T, C] through the blocks [(prefix, moe?)] with the residual mode's connectors (hc /
+    mhc: expand to n streams first and collapse to their mean after, as the main stack and each
+    MTP module do). Returns x and the blocks' balance loss terms."""
+    attn = mla if cfg["attention"] == "mla" else attention
+    balance = []
+
+    def ffn_of(pre, is_moe):
+        def f(u):
+            if not is_moe:
+                return ffn(u, p, pre, cfg, mutate)
+            y, b = moe_ffn(u, p, pre, cfg, mutate, ctx)
+            if b is not None:
+                balance.append(b)
+            return y
+        return f
+
     if cfg["residual_mode"] == "baseline":
-        for l in range(cfg["n_layers"]):
-            x = x + attention(x, p, f"layers.{l}.attn", cfg, mutate)
-            x = x + ffn(x, p, f"layers.{l}.ffn", cfg, mutate)
-    else:
-        n = cfg["streams"]
-        X = x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1])     # [S, T, n, C]
-        for l in range(cfg["n_layers"]):
-            pre = f"layers.{l}"
-            X = connect(X, lambda u: attention(u, p, f"{pre}.attn", cfg, mutate), p,
-                        f"{pre}.attn_conn", cfg, mutate)
-            X = connect(X, lambda u: ffn(u, p, f"{pre}.ffn", cfg, mutate), p,
-                        f"{pre}.ffn_conn", cfg, mutate)
-        x = X[..., 0, :] if mutate == "collapse_first_stream" else X.mean(dim=-2)
-    logits = F.linear(rms_norm(x, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
-    logits, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        for pre, is_moe in blocks:
+            x = x + attn(x, p, f"{pre}.attn", cfg, mutate)
+            x = x + ffn_of(f"{pre}.ffn", is_moe)(x)
+        return x, balance
+    n = cfg["streams"]
+    X = x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1])         # [S, T, n, C]
+    for pre, is_moe in blocks:
+        X = connect(X, lambda u: attn(u, p, f"{pre}.attn", cfg, mutate), p, f"{pre}.attn_conn", cfg, mutate)
+        X = connect(X, ffn_of(f"{pre}.ffn", is_moe), p, f"{pre}.ffn_conn", cfg, mutate)
+    return (X[..., 0, :] if mutate == "collapse_first_stream" else X.mean(dim=-2)), balance
+
+
+def head_ce_sum(h, p, targets, cfg):
+    """Sum of the cross-entropy over the non-ignored targets (< 0: ignored) of Head(h)."""
+    logits = F.linear(rms_norm(h, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1,
+                           reduction="sum")
+
+
+def step_loss(p, tokens, targets, cfg, mutate, ctx):
+    """tokens, targets: [S, T] (all sequences of the step). Returns the objective's parts: the main
+    cross-entropy (as the trainer reduces it), the MTP loss (mean over depths; None without MTP)
+    and the balance loss (sum over the MoE layers; None without it). The objective is
+    ce + mtp.weight * mtp + balance."""
+    S, T = targets.shape
+    x = F.embedding(tokens, p["embed.weight"])
+    h, balance = run_blocks(x, p, [(f"layers.{l}", m) for l, m in enumerate(cfg["block_moe"])], cfg,
+                            mutate, ctx)
     if mutate == "mean_over_valid":  # PyTorch's default reduction, not the trainer's
-        return F.cross_entropy(logits, targets, ignore_index=-1)
-    ce = F.cross_entropy(logits, targets, ignore_index=-1, reduction="sum")
-    return ce / targets.numel()
+        logits = F.linear(rms_norm(h, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-1)
+    else:
+        ce = head_ce_sum(h, p, targets, cfg) / targets.numel()
+
+    # Multi-token prediction (src/model/mtp.h), module k = 1..D at position t:
+    #   h'^k = W_k [rmsnorm(h^{k-1}); rmsnorm(Emb(t_{t+k}))],  h^k = Block_k(h'^k),
+    #   L^k = CE(Head(h^k), t_{t+k+1}) summed over the positions whose t_{t+k+1} exists, divided
+    #   by those positions (B (T - k) per micro-batch; ignored targets included, as the main loss).
+    # The step's data has only the targets (targets[t] = t_{t+1}): the input token t_{t+k} is
+    # targets[t + k - 1], taken as token 0 where it is ignored or past the sequence (as
+    # MtpHead::forward), and the target t_{t+k+1} is targets[t + k] (ignored past the sequence).
+    D, mtp = cfg["mtp_depth"], None
+    if D > 0:
+        pad = torch.cat((targets, targets.new_full((S, D + 1), -1)), dim=1)
+        h0, mtp = h, 0
+        for j in range(D):
+            k = j + 1
+            off = k if mutate == "mtp_token_offset" else k - 1
+            tok = pad[:, off:off + T].clamp(min=0)
+            src = h0 if mutate == "mtp_chain_h0" else h
+            hp = F.linear(torch.cat((rms_norm(src, p[f"mtp.{j}.norm_h.weight"], cfg["norm_eps"]),
+                                     rms_norm(F.embedding(tok, p["embed.weight"]), p[f"mtp.{j}.norm_e.weight"],
+                                              cfg["norm_eps"])), dim=-1), p[f"mtp.{j}.proj.weight"])
+            h, bal = run_blocks(hp, p, [(f"mtp.{j}", cfg["mtp_moe"])], cfg, mutate, ctx)
+            balance += bal
+            positions = S * T if mutate == "mtp_denominator_all" else S * (T - k)
+            mtp = mtp + head_ce_sum(h, p, pad[:, k:k + T], cfg) / positions / D
+    return ce, mtp, (sum(balance) if balance else None)
 
 
 # ---- comparison --------------------------------------------------------------------------------
