@@ -1,4 +1,5 @@
-"""Bit-exact resume: for each connector mode, train 2N steps in one go; separately train N steps
+"""Bit-exact resume: for each connector mode, dense and MLA + MoE (whose routing biases and
+loads must survive the resume too), train 2N steps in one go; separately train N steps
 (training.stop_at_step), resume with --resume auto and train N more. The per-step losses and
 gradient norms and the final weights and optimizer state must be identical bit for bit. Also:
 SIGTERM mid-run saves a checkpoint at the step boundary and exits 0, and resuming from it again
@@ -22,6 +23,7 @@ SMALL = ["--set", "model.dim=32", "--set", "model.n_layers=2", "--set", "model.n
 
 
 def train(mode, run_dir, *extra, check=True):
+    """mode: a connector (baseline, hc, mhc), or moe-<connector> for the MLA + MoE configs."""
     cfg = os.path.join(a.source, f"configs/tiny-cpu-{mode}.yaml")
     return run([a.birkhoff, "train", cfg, *SMALL, "--set", f"run.dir={run_dir}", *extra], check=check)
 
@@ -54,7 +56,7 @@ def same_run(ref_dir, other_dir, what):
     print(f"{what}: {2 * N} steps and final weights identical bit for bit")
 
 
-for mode in ["baseline", "hc", "mhc"]:
+for mode in ["baseline", "hc", "mhc", "moe-baseline", "moe-hc", "moe-mhc"]:
     whole = os.path.join(a.work, f"{mode}-whole")
     split = os.path.join(a.work, f"{mode}-split")
     train(mode, whole)

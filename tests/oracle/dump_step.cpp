@@ -1,6 +1,6 @@
 // oracle_dump_step: one training step's forward and backward of the model (the dense baseline,
 // or the hc / mhc n-stream model: --mode; MHA or MLA attention: --attention; a dense or a
-// DeepSeekMoE FFN: --ffn), dumped for the torch oracle
+// DeepSeekMoE FFN: --ffn; multi-token prediction: --mtp-depth), dumped for the torch oracle
 // (tests/oracle/torch_oracle.py), which rebuilds the model in PyTorch from the dumped weights and
 // checks the loss and every gradient.
 //
@@ -13,6 +13,10 @@
 //     loss = sum over non-ignored tokens of CE(logits, target) / (M * B * T)
 // which is also the `loss` the trainer reports (sum of Model::forward / step tokens). It is NOT
 // PyTorch's default "mean over non-ignored tokens"; the oracle computes the same reduction.
+// With MoE and MTP the objective has two more terms, whose gradients the backward includes but
+// Model::forward does not return: J = loss + mtp.weight * mtp_loss + balance_loss, mtp_loss from
+// Model::take_mtp_loss (the mean over depths of each depth's CE sum / its B * (T - k) positions)
+// and balance_loss from Model::end_step (below); both are dumped.
 //
 // The norm weights, which initialise to 1, are jittered (--norm-jitter) so that a backward that
 // forgets the weight would be caught. All forwards run before all backwards, so M micro-batches
@@ -33,11 +37,12 @@
 // ones) shows. The top-k choice is not differentiable: the oracle must make the same choice,
 // from float64 values where this side compares fp32 ones. So this tool recomputes each MoE
 // layer's routing with the model's own kernels on the layer's exact fp32 input (a forward with
-// mb.probe, whose connector coefficients give the sublayer input H_pre X), checks that it gives
+// mb.probe, whose connector coefficients give the sublayer input H_pre X; the MTP modules, which
+// an evaluation forward skips, are run the way MtpHead::forward runs them), checks that it gives
 // the loads the model counted (Model::end_step), and dumps the chosen experts; it also measures
-// the routing margin (the gap between the last chosen and the first unchosen biased score, and
-// between the last chosen and the first unchosen group score) and refuses a dump whose margin is
-// small enough for fp32 rounding to flip a choice. The sequence-wise balance loss (--balance-alpha)
+// the routing margin (the gap between the last chosen and the best unchosen eligible biased
+// score, and between the last eligible and the best ineligible group score) and refuses a dump
+// whose margin is small enough for fp32 rounding to flip a choice (--min-route-margin, 1e-6). The sequence-wise balance loss (--balance-alpha)
 // is part of the objective whose gradient the backward computes, but Model::forward returns only
 // the cross-entropy; its value comes from Model::end_step(0) (gamma 0: the biases stay).
 //
@@ -46,8 +51,9 @@
 // objective), `loss_scale` (f64 [1], the value the model used) and the configuration as
 // metadata; with MoE layers also `state.<name>` (f32 [E], the routing biases),
 // `route.<layer>.idx` (i32 [M,B,T,k], the chosen experts of MoE layer <layer>, e.g.
-// layers.1.ffn, in descending biased score), and `balance_loss` (f64 [1], the sum over the MoE
-// layers of the balance loss term of the objective, 0 without it).
+// layers.1.ffn or mtp.0.ffn, in descending biased score), and `balance_loss` (f64 [1], the sum
+// over the MoE layers of the balance loss term of the objective, 0 without it); with MTP,
+// `mtp_loss` (f64 [1]).
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -81,13 +87,14 @@ const char* kUsage =
     "                        [--qk-nope D] [--qk-rope D] [--v-head D]\n"
     "                        [--ffn dense|moe] [--first-dense L] [--experts E] [--shared S] [--top-k k]\n"
     "                        [--moe-inter F] [--groups G] [--topk-groups G] [--route-scale X]\n"
-    "                        [--balance-alpha X] [--router-bias-jitter X] [--mtp-depth D] [--mtp-weight X]\n"
+    "                        [--balance-alpha X] [--router-bias-jitter X] [--min-route-margin X]\n"
+    "                        [--mtp-depth D] [--mtp-weight X]\n"
     "(--ffn-dim is the dense SwiGLU's width: the dense model's, and with --ffn moe the leading\n"
     " --first-dense blocks'; the MLA flags need --attention mla, the MoE flags --ffn moe)\n";
 
-// The routing margin below which a dump is refused: fp32 rounding of the router logits (a few
-// 1e-8 for the scores around 0.5 here) could then order two experts differently from the
-// oracle's float64 computation.
+// The routing margin below which a dump is refused (--min-route-margin): fp32 rounding of the
+// router logits (a few 1e-8 for the scores around 0.5 here) could then order two experts
+// differently from the oracle's float64 computation.
 constexpr double kMinRouteMargin = 1e-6;
 
 struct Args {
@@ -98,6 +105,7 @@ struct Args {
   double norm_jitter = 0.1, ignore_frac = 0.15;
   double conn_jitter = 0.0;
   double router_bias_jitter = 0.0;
+  double min_route_margin = kMinRouteMargin;
 };
 
 // A norm weight (initialised to 1): attn.norm, ffn.norm, final_norm, MLA's q_norm and kv_norm.
@@ -197,6 +205,7 @@ Args parse(int argc, char** argv) {
   take("route-scale", moe.route_scale);
   take("balance-alpha", moe.balance_loss_weight);
   take("router-bias-jitter", a.router_bias_jitter);
+  take("min-route-margin", a.min_route_margin);
   take("mtp-depth", a.model.mtp.depth);
   take("mtp-weight", a.model.mtp.weight);
   moe.bias_update_speed = 0;  // not used here (end_step(0)), recorded as such
@@ -235,7 +244,7 @@ Args parse(int argc, char** argv) {
   }
   BK_CHECK(m.ffn == "dense" || m.ffn == "moe", "--ffn must be dense or moe, got '{}'", m.ffn);
   only_with({"first-dense", "experts", "shared", "top-k", "moe-inter", "groups", "topk-groups", "route-scale",
-             "balance-alpha", "router-bias-jitter"},
+             "balance-alpha", "router-bias-jitter", "min-route-margin"},
             m.ffn == "moe", "--ffn moe");
   if (m.ffn == "moe") {
     BK_CHECK(moe.first_dense_layers >= 0 && moe.first_dense_layers < m.n_layers,
@@ -552,11 +561,11 @@ int run(const Args& a) {
     bias_changed += routes[i].bias_changed;
   }
   if (n_moe > 0)
-    BK_CHECK(margin >= kMinRouteMargin,
+    BK_CHECK(margin >= a.min_route_margin,
              "routing margin {:.3g} < {:.0e}: a biased score (or group score) nearly ties with another, and "
              "fp32 rounding could then choose differently from the oracle's float64; choose another --seed or "
              "--router-bias-jitter",
-             margin, kMinRouteMargin);
+             margin, a.min_route_margin);
 
   bk::Buffer loss({1}, bk::DType::f64), scale({1}, bk::DType::f64), bal({1}, bk::DType::f64),
       mtp_loss({1}, bk::DType::f64);

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Torch oracle for Birkhoff's model: the dense baseline and the hc / mhc n-stream models.
+"""Torch oracle for Birkhoff's model: the dense baseline and the hc / mhc n-stream models, with
+MHA or MLA attention, a dense or DeepSeekMoE FFN, and optional multi-token prediction.
 
 Reads the safetensors file written by `oracle_dump_step` (tests/oracle/dump_step.cpp): the fp32
 weights, the tokens and targets of one step of M micro-batches, and the loss and gradients the
@@ -34,6 +35,24 @@ X [n, C] per token (the op contract at the bottom of kernels/op_list.inc):
     H_res[j,i] = scale[2] u_i[2+j] + static_res[j,i] (stream i's dynamic term fills column i).
 Loss reduction (the trainer's, see dump_step.cpp): targets < 0 are ignored, and
     loss = sum of CE over non-ignored tokens / (all tokens of the step, M * B * T).
+With metadata attention = mla, the attention sublayer is multi-head latent attention (mla() below
+has its equations, from DeepSeek-V2/V3 and src/model/mla.h): low-rank queries (q_lora_rank > 0)
+and keys/values through a normed latent, heads of [nope | rope] query/key dims and v_head value
+dims, one rotary key per token shared by all heads, scale 1/sqrt(nope + rope).
+With ffn = moe, blocks from moe_first_dense_layers on have a DeepSeekMoE FFN (moe_ffn() below):
+sigmoid router scores, top-k by score + routing bias (model state, dumped as `state.<layer>.
+router.bias`; group-limited when n_groups > 1), gates from the unbiased scores normalised and
+scaled, routed SwiGLU experts plus one shared SwiGLU of width shared_experts * moe_inter_dim. The
+top-k choice is not differentiable: this oracle makes it itself, in float64 from the fp32 weights,
+and must choose the same experts as the C++ model for every token (`route.<layer>.idx`, checked
+as sets; a mismatch is a failure naming the layer, the count and whether the margin makes it a
+near-tie; the dump tool refuses dumps with margin < 1e-6, so a mismatch is a real difference).
+The sequence-wise balance loss (alpha = moe_balance_loss_weight > 0) is part of the objective.
+With mtp_depth D > 0, D multi-token-prediction modules follow the main head (step_loss()), each a
+block of the model's kind (MoE when the model has MoE blocks) sharing the embedding and the head.
+The objective whose gradient the C++ backward computes is then
+    J = loss + mtp_weight * mtp_loss + balance_loss
+and each part is compared on its own (`loss`, `mtp_loss`, `balance_loss` in the dump).
 
 Tolerances. The C++ model computes in fp32 (unit roundoff u = 2^-24 = 6e-8); the oracle computes
 in float64 from the same fp32 weights, so its result is exact to ~1e-16 and the difference is
@@ -61,6 +80,14 @@ rounding the weights to fp32 (perturbing every weight by a relative 6e-8 moves i
 the C++ side is at the fp32 noise floor. The Sinkhorn path needs nothing more (3 and 20 iterations;
 its gradients are among the most accurate). hc can be ill-conditioned where H_pre X nearly cancels;
 run() prints that gain, and the ctest dumps keep it small.
+
+The same holds with MLA, MoE and MTP, with no change: measured on the ctest dumps, loss parts
+<= 3.1e-8 and gradients <= 1e-6 (MLA / MoE on the baseline, routed experts with a handful of
+tokens included), <= 3.1e-6 with hc / mhc, <= 4e-6 for the MTP modules' mhc connectors, and the
+same on a larger model (V=512 C=96 L=3 T=64, 16 experts top-4 in 4 groups, MTP 1: <= 7.4e-7).
+The routing is the one place where fp32 and float64 could differ discretely (see above); a
+different choice would not be a rounding error but a different function, so it is checked
+exactly rather than absorbed by a tolerance.
 
 Exit status: 0 when every check passes; 1 when a tensor is off, missing or unexpected, or the
 file is malformed; 2 when torch or numpy cannot be imported. With --expect-fail the status of
@@ -569,17 +596,61 @@ def run(args):
         raise OracleError(f"{args.file}: {cfg['residual_mode']} with {cfg['streams']} streams")
     if cfg["residual_mode"] == "mhc" and cfg["sinkhorn_iters"] < 1:
         raise OracleError(f"{args.file}: mhc with sinkhorn_iters {cfg['sinkhorn_iters']}")
-    if args.mutate in MODE_MUTATIONS and cfg["residual_mode"] not in MODE_MUTATIONS[args.mutate]:
-        raise OracleError(f"--mutate {args.mutate} does not apply to residual mode {cfg['residual_mode']}")
+    cfg["attention"] = meta.get("attention", "mha")
+    cfg["ffn"] = meta.get("ffn", "dense")
+    if cfg["attention"] not in ("mha", "mla") or cfg["ffn"] not in ("dense", "moe"):
+        raise OracleError(f"{args.file}: unknown attention {cfg['attention']!r} or ffn {cfg['ffn']!r}")
+    if cfg["attention"] == "mla":
+        for k in ("q_lora_rank", "kv_lora_rank", "qk_nope_dim", "qk_rope_dim", "v_head_dim"):
+            cfg[f"mla_{k}"] = int(meta[f"mla_{k}"])
+        if cfg["mla_qk_rope_dim"] % 2:
+            raise OracleError(f"{args.file}: odd mla_qk_rope_dim")
+    elif cfg["dim"] % cfg["n_heads"] or (cfg["dim"] // cfg["n_heads"]) % 2:
+        raise OracleError(f"{args.file}: dim {cfg['dim']} does not split into {cfg['n_heads']} even heads")
+    cfg["block_moe"] = [False] * cfg["n_layers"]
+    cfg["mtp_depth"] = int(meta.get("mtp_depth", 0))
+    cfg["mtp_weight"] = float(meta.get("mtp_weight", 0))
+    if cfg["ffn"] == "moe":
+        for k in ("first_dense_layers", "routed_experts", "shared_experts", "top_k", "n_groups",
+                  "topk_groups"):
+            cfg[f"moe_{k}"] = int(meta[f"moe_{k}"])
+        cfg["moe_inter_dim"] = int(meta["moe_inter_dim"])
+        # route_scale and alpha are fp32 in the C++ model (kernel arguments): use those values.
+        cfg["moe_route_scale"] = float(np.float32(float(meta["moe_route_scale"])))
+        cfg["moe_balance_loss_weight"] = float(np.float32(float(meta["moe_balance_loss_weight"])))
+        cfg["router_bias_jitter"] = float(meta.get("router_bias_jitter", 0))
+        cfg["block_moe"] = [l >= cfg["moe_first_dense_layers"] for l in range(cfg["n_layers"])]
+        E, ng = cfg["moe_routed_experts"], cfg["moe_n_groups"]
+        if ng < 1 or E % ng or not 1 <= cfg["moe_topk_groups"] <= ng or \
+                not 1 <= cfg["moe_top_k"] <= E // ng * cfg["moe_topk_groups"]:
+            raise OracleError(f"{args.file}: invalid routing E={E} groups={ng} "
+                              f"topk_groups={cfg['moe_topk_groups']} top_k={cfg['moe_top_k']}")
+    # An MTP module's block is an MoE block when the model has any (src/model/mtp.cpp).
+    cfg["mtp_moe"] = any(cfg["block_moe"])
+    applies = MUTATION_APPLIES.get(args.mutate)
+    if applies and not applies[0](cfg):
+        raise OracleError(f"--mutate {args.mutate} does not apply to this dump (needs {applies[1]})")
     # The C++ model holds theta and eps as fp32 (AttentionShape, Norm): use those values.
     cfg["rope_theta"] = float(np.float32(float(meta["rope_theta"])))
     cfg["norm_eps"] = float(np.float32(float(meta["norm_eps"])))
     M, B, T = cfg["micro_batches"], cfg["micro_batch_size"], cfg["seq_len"]
+    desc = []
+    if cfg["attention"] == "mla":
+        desc.append(f"mla(q_lora={cfg['mla_q_lora_rank']} kv_lora={cfg['mla_kv_lora_rank']} "
+                    f"nope={cfg['mla_qk_nope_dim']} rope={cfg['mla_qk_rope_dim']} v={cfg['mla_v_head_dim']})")
+    if cfg["ffn"] == "moe":
+        desc.append(f"moe(first_dense={cfg['moe_first_dense_layers']} E={cfg['moe_routed_experts']} "
+                    f"shared={cfg['moe_shared_experts']} k={cfg['moe_top_k']} F={cfg['moe_inter_dim']} "
+                    f"groups={cfg['moe_n_groups']}/{cfg['moe_topk_groups']} scale={cfg['moe_route_scale']:g} "
+                    f"alpha={cfg['moe_balance_loss_weight']:g})")
+    if cfg["mtp_depth"]:
+        desc.append(f"mtp(depth={cfg['mtp_depth']} weight={cfg['mtp_weight']:g})")
     print(f"torch_oracle: {args.file}: V={cfg['vocab_size']} C={cfg['dim']} L={cfg['n_layers']} "
           f"H={cfg['n_heads']} F={cfg['ffn_dim']} T={T} M={M} B={B} theta={cfg['rope_theta']:g} "
           f"eps={cfg['norm_eps']:g} residual={cfg['residual_mode']}"
           + (f" n={cfg['streams']}" if cfg["residual_mode"] != "baseline" else "")
           + (f" sinkhorn_iters={cfg['sinkhorn_iters']}" if cfg["residual_mode"] == "mhc" else "")
+          + "".join(" " + d for d in desc)
           + f" (torch {torch.__version__}, float64)"
           + (f", mutation {args.mutate}" if args.mutate else ""))
 
@@ -588,6 +659,14 @@ def run(args):
     want = {f"{k}.{n}": ("F32", shape) for k in ("param", "grad") for n, shape in shapes.items()}
     want.update({"tokens": ("I32", (M, B, T)), "targets": ("I32", (M, B, T)),
                  "loss": ("F64", (1,)), "loss_scale": ("F64", (1,))})
+    moes = moe_prefixes(cfg)
+    for pre in moes:
+        want[f"state.{pre}.router.bias"] = ("F32", (cfg["moe_routed_experts"],))
+        want[f"route.{pre}.idx"] = ("I32", (M, B, T, cfg["moe_top_k"]))
+    if moes:
+        want["balance_loss"] = ("F64", (1,))
+    if cfg["mtp_depth"]:
+        want["mtp_loss"] = ("F64", (1,))
     problems, unusable = [], []  # unusable: needed to run the model at all
     for n, (dt, shape) in want.items():
         if n not in tensors:
@@ -599,11 +678,12 @@ def run(args):
             continue
         if not n.startswith("grad."):
             unusable.append(n)
+    model = f"{cfg['residual_mode']} {cfg['attention']} {cfg['ffn']}" + (" mtp" if cfg["mtp_depth"] else "")
     for n in sorted(set(tensors) - set(want)):
-        problems.append(f"unexpected tensor {n}" + (f" (not a parameter of the {cfg['residual_mode']} model)"
+        problems.append(f"unexpected tensor {n}" + (f" (not a parameter of the {model} model)"
                                                    if n.startswith(("param.", "grad.")) else ""))
     if unusable:
-        print(f"torch_oracle: FAIL: the file does not hold the {cfg['residual_mode']} model's step:")
+        print(f"torch_oracle: FAIL: the file does not hold the {model} model's step:")
         for p in problems:
             print("  " + p)
         return 1
@@ -619,10 +699,51 @@ def run(args):
     if abs(loss_scale * M * B * T - 1) > 1e-6:  # the C++ side seeds with an fp32 1/(M*B*T)
         problems.append(f"loss_scale {loss_scale!r} is not 1/(M*B*T) = 1/{M * B * T}")
 
+    # MoE routing: the biases (state) and the experts the C++ model chose, which this model must
+    # choose too (the choice is not differentiable: a different choice is a different function).
+    route_log = {}
+
+    def check_route(pre, idx, margin):
+        dumped = torch.from_numpy(tensors[f"route.{pre}.idx"][1].astype(np.int64)).reshape(idx.shape)
+        same = (idx.sort(dim=-1).values == dumped.sort(dim=-1).values).all(dim=-1)   # as sets
+        route_log[pre] = (int((~same).sum()), float(margin.min()),
+                          float(margin[~same].min()) if bool((~same).any()) else None)
+
+    ctx = {"bias": {pre: torch.from_numpy(tensors[f"state.{pre}.router.bias"][1].astype(np.float64))
+                    for pre in moes},
+           "check_route": check_route}
+
     params = {n: torch.tensor(tensors[f"param.{n}"][1], dtype=torch.float64, requires_grad=True)
               for n in shapes}
-    loss = step_loss(params, tokens, targets, cfg, args.mutate)
-    loss.backward()
+    ce, mtp, balance = step_loss(params, tokens, targets, cfg, args.mutate, ctx)
+    objective = ce
+    if mtp is not None:
+        objective = objective + cfg["mtp_weight"] * mtp
+    if balance is not None:
+        objective = objective + balance
+    if balance is not None and args.mutate is None:
+        # How much the balance loss moves the gradients it reaches (the routers'): evidence that a
+        # slip in it would show at the gradient tolerance.
+        routers = [params[f"{pre}.router.weight"] for pre in moes]
+        g_bal = torch.autograd.grad(balance, routers, retain_graph=True)
+        g_all = torch.autograd.grad(objective, routers, retain_graph=True)
+        share = max(float(a.norm() / b.norm()) for a, b in zip(g_bal, g_all))
+        print(f"torch_oracle: balance loss: its share of the router gradients ||dL_bal/dW_r|| / "
+              f"||dJ/dW_r|| is up to {share:.3f}")
+    objective.backward()
+
+    # Routing: the same experts for every token, else the comparison is meaningless.
+    if route_log:
+        bad_routes = {pre: r for pre, r in route_log.items() if r[0]}
+        margin = min(r[1] for r in route_log.values())
+        print(f"torch_oracle: routing: {len(route_log)} MoE layers, smallest float64 margin {margin:.3g} "
+              f"(C++ fp32: {float(meta.get('route_min_margin', 'nan')):.3g}); the routing bias changes the "
+              f"choice of {meta.get('route_bias_changed_tokens', '?')} token-layers")
+        for pre, (count, _, m) in bad_routes.items():
+            problems.append(f"{pre}: this model chooses other experts than the C++ model for {count} of "
+                            f"{M * B * T} tokens (smallest margin among them {m:.3g}: "
+                            + ("a near-tie, fp32 rounding may decide it; choose another seed)" if m < 1e-6 else
+                               "not a near-tie: the routing differs)"))
 
     # Conditioning. hc's H_pre is unconstrained: where u = sum_i h_pre[i] X_i nearly cancels,
     # the sublayer's RMSNorm divides by a tiny rms and amplifies the rounding error of u (about
@@ -635,7 +756,13 @@ def run(args):
         print(f"torch_oracle: conditioning: max sublayer-input norm gain {cond[0]:.1f} (at {cond[1]})"
               + ("  WARNING: ill-conditioned (> 50): fp32 rounding is amplified, errors near or "
                  "over the tolerance are not by themselves evidence of a bug" if cond[0] > 50 else ""))
-    rows = [compare("loss", tensors["loss"][1].astype(np.float64), np.array([loss.item()]), args.loss_rtol)]
+    rows = [compare("loss", tensors["loss"][1].astype(np.float64), np.array([ce.item()]), args.loss_rtol)]
+    if mtp is not None:
+        rows.append(compare("mtp_loss", tensors["mtp_loss"][1].astype(np.float64), np.array([mtp.item()]),
+                            args.loss_rtol))
+    if moes:
+        rows.append(compare("balance_loss", tensors["balance_loss"][1].astype(np.float64),
+                            np.array([balance.item() if balance is not None else 0.0]), args.loss_rtol))
     group_sq = {}
     for n in shapes:
         if conn_group(n):
@@ -643,12 +770,15 @@ def run(args):
     for n in shapes:
         if f"grad.{n}" in tensors and tensors[f"grad.{n}"][1].shape == shapes[n]:
             g = conn_group(n)
-            rows.append(compare(f"grad.{n}", tensors[f"grad.{n}"][1].astype(np.float64),
-                                params[n].grad.numpy(), args.grad_rtol,
-                                math.sqrt(group_sq[g]) if g else None))
+            ref = params[n].grad.numpy() if params[n].grad is not None else np.zeros(shapes[n])
+            rows.append(compare(f"grad.{n}", tensors[f"grad.{n}"][1].astype(np.float64), ref,
+                                args.grad_rtol, math.sqrt(group_sq[g]) if g else None))
     bad = [r for r in rows if not r["ok"]]
-    print(f"torch_oracle: loss bk {float(tensors['loss'][1][0]):.9f} torch {loss.item():.9f} "
-          f"({M * B * T} tokens, {n_ignored} ignored)")
+    print(f"torch_oracle: loss bk {float(tensors['loss'][1][0]):.9f} torch {ce.item():.9f} "
+          f"({M * B * T} tokens, {n_ignored} ignored)"
+          + (f"; mtp loss bk {float(tensors['mtp_loss'][1][0]):.9f} torch {mtp.item():.9f}" if mtp is not None else "")
+          + (f"; balance loss bk {float(tensors['balance_loss'][1][0]):.9g} torch "
+             f"{balance.item() if balance is not None else 0.0:.9g}" if moes else ""))
     print_table(rows, "per-tensor errors (rel err = ||bk - torch||_F / |ref|, |ref| = ||torch||_F; "
                       "* = the norm of the connector's coefficient gradients, see conn_group):")
     worst = max(rows, key=lambda r: r["rel"] / r["tol"])
@@ -666,19 +796,44 @@ def run(args):
     return 0
 
 
-# Mutations of the connectors, and the residual modes each applies to.
-# (A collapse that sums the streams instead of averaging them is not among them: the final
-# RMSNorm is invariant to that scale, up to eps, so no test could see it.)
-MODE_MUTATIONS = {
-    "sinkhorn_rows_first": ("mhc",),        # normalise rows before columns
-    "post_no_factor2": ("mhc",),            # h_post = sigmoid, not 2 sigmoid
-    "mhc_res_transposed": ("mhc",),         # X' = H_res^T X + ...
-    "hc_res_rows": ("hc",),                 # stream i's dynamic res term fills row i, not column i
-    "hc_norm_joint": ("hc",),               # one rms over all n*C values, not one per stream
-    "collapse_first_stream": ("hc", "mhc"),  # the final collapse takes stream 0, not the mean
+# Mutations that apply only to some dumps: name -> (does it apply to cfg, what it needs). The
+# others (RoPE, mask, SwiGLU, norm, loss reduction slips) apply to every dump.
+MUTATION_APPLIES = {
+    # connectors
+    "sinkhorn_rows_first": (lambda c: c["residual_mode"] == "mhc", "mhc"),   # rows before columns
+    "post_no_factor2": (lambda c: c["residual_mode"] == "mhc", "mhc"),       # h_post = sigmoid
+    "mhc_res_transposed": (lambda c: c["residual_mode"] == "mhc", "mhc"),    # X' = H_res^T X + ...
+    "hc_res_rows": (lambda c: c["residual_mode"] == "hc", "hc"),   # stream i's dynamic res term in row i
+    "hc_norm_joint": (lambda c: c["residual_mode"] == "hc", "hc"),  # one rms over all n*C values
+    "collapse_first_stream": (lambda c: c["residual_mode"] != "baseline", "hc or mhc"),  # stream 0, not the mean
+    # MLA
+    "mla_rope_whole_q": (lambda c: c["attention"] == "mla", "mla"),    # RoPE over the whole query head
+    "mla_kpe_head0": (lambda c: c["attention"] == "mla" and c["n_heads"] > 1, "mla, >= 2 heads"),
+    "mla_kpe_grad_head0": (lambda c: c["attention"] == "mla" and c["n_heads"] > 1, "mla, >= 2 heads"),
+    "mla_kpe_first_cols": (lambda c: c["attention"] == "mla", "mla"),  # rotary key from W_dkv's first columns
+    "mla_kv_blocked": (lambda c: c["attention"] == "mla" and c["n_heads"] > 1, "mla, >= 2 heads"),
+    "mla_scale_nope": (lambda c: c["attention"] == "mla", "mla"),      # scale 1/sqrt(nope)
+    # MoE
+    "router_softmax": (lambda c: c["ffn"] == "moe", "moe"),            # softmax scores (DeepSeek-V2)
+    "topk_unbiased": (lambda c: c["ffn"] == "moe" and c["router_bias_jitter"] > 0,
+                      "moe with --router-bias-jitter > 0"),            # choice by unbiased scores
+    "gates_biased": (lambda c: c["ffn"] == "moe" and c["router_bias_jitter"] > 0,
+                     "moe with --router-bias-jitter > 0"),             # gates from biased scores
+    "gates_unnormalised": (lambda c: c["ffn"] == "moe", "moe"),        # no division by sum s_sel
+    "group_score_max": (lambda c: c["ffn"] == "moe" and c["moe_n_groups"] > 1 and
+                        c["moe_topk_groups"] < c["moe_n_groups"], "moe with groups > topk_groups"),
+    "no_shared_expert": (lambda c: c["ffn"] == "moe" and c["moe_shared_experts"] > 0, "shared experts"),
+    "balance_no_unit": (lambda c: c["ffn"] == "moe" and c["moe_balance_loss_weight"] > 0,
+                        "moe with --balance-alpha > 0"),               # f without E/(kT)
+    "balance_p_unnormalised": (lambda c: c["ffn"] == "moe" and c["moe_balance_loss_weight"] > 0,
+                               "moe with --balance-alpha > 0"),        # P from s, not s / sum s
+    # MTP
+    "mtp_token_offset": (lambda c: c["mtp_depth"] > 0, "mtp"),         # module k embeds t_{t+k+1}
+    "mtp_denominator_all": (lambda c: c["mtp_depth"] > 0, "mtp"),      # L^k over T, not T - k positions
+    "mtp_chain_h0": (lambda c: c["mtp_depth"] > 1, "mtp depth >= 2"),  # every module from h^0
 }
 MUTATIONS = ("rope_sign", "rope_freq", "rope_interleaved", "no_causal_mask", "swap_gate_up",
-             "norm_unweighted", "mean_over_valid") + tuple(MODE_MUTATIONS)
+             "norm_unweighted", "mean_over_valid") + tuple(MUTATION_APPLIES)
 
 
 def main():
