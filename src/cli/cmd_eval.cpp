@@ -16,6 +16,7 @@
 #include "io/checkpoint.h"
 #include "io/data_loader.h"
 #include "model/model.h"
+#include "train/metrics.h"
 
 namespace bk {
 
@@ -30,19 +31,6 @@ const char* kEvalUsage =
     "  val loss X | ppl Y | tokens N | checkpoint step S";
 
 using Clock = std::chrono::steady_clock;
-
-std::string human(double x) {
-  if (x >= 1e9) return fmt::format("{:.2f}B", x / 1e9);
-  if (x >= 1e6) return fmt::format("{:.2f}M", x / 1e6);
-  if (x >= 1e3) return fmt::format("{:.1f}k", x / 1e3);
-  return fmt::format("{:.0f}", x);
-}
-
-std::string duration(double s) {
-  if (s < 60) return fmt::format("{:.0f}s", s);
-  if (s < 3600) return fmt::format("{}m{:02d}s", int(s / 60), int(s) % 60);
-  return fmt::format("{}h{:02d}m", int(s / 3600), int(s / 60) % 60);
-}
 
 struct EvalArgs {
   std::string checkpoint, data;
@@ -138,7 +126,7 @@ int cmd_eval(const Args& args) {
     if (std::chrono::duration<double>(now - last_print).count() >= 2.0 && done < total) {
       const double el = std::chrono::duration<double>(now - t0).count(), rate = double(done) / el;
       fmt::print(stderr, "eval {}/{} tokens ({:.1f}%) | {} tokens/s | ETA {}\n", done, total,
-                 100.0 * double(done) / double(total), human(rate), duration(double(total - done) / rate));
+                 100.0 * double(done) / double(total), human(rate), format_duration(double(total - done) / rate));
       std::fflush(stderr);
       last_print = now;
     }
@@ -148,7 +136,7 @@ int cmd_eval(const Args& args) {
   fmt::print("val loss {:.4f} | ppl {:.2f} | tokens {} | checkpoint step {}\n", loss, std::exp(loss), done,
              ck.step());
   fmt::print("  ({} in {}, {} tokens/s)\n", a.tokens > 0 && a.tokens < available ? "limited by --tokens" : "whole shard",
-             duration(el), human(double(done) / std::max(el, 1e-9)));
+             format_duration(el), human(double(done) / std::max(el, 1e-9)));
   BK_CHECK(std::isfinite(loss), "validation loss is {}: the checkpoint's weights are not finite", loss);
   return 0;
 }

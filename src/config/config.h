@@ -115,7 +115,7 @@ struct ParallelConfig {
 };
 
 struct CheckpointConfig {
-  int interval = 0;       // save every N steps (and at the end); 0 = only at the end
+  int interval = 0;       // save every N steps; 0 = no periodic saves
   bool save_final = true;
   int keep_last = 3;      // keep the newest k checkpoints (0 = keep all)
   int keep_every = 0;     // also keep every checkpoint whose step is a multiple of m (0 = none)

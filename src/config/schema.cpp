@@ -41,8 +41,9 @@ Allowed any() { return {}; }
 
 const std::vector<Section> kSections = {
     {"run", "Identity, randomness and hardware of a run."},
-    {"model", "Transformer shape and initialisation. A block is an attention sublayer followed by a "
-              "SwiGLU feed-forward sublayer, each with a pre-RMSNorm residual connection."},
+    {"model", "Transformer shape and initialisation. A block is an attention sublayer (MHA or MLA) followed "
+              "by a feed-forward sublayer (dense SwiGLU or DeepSeekMoE), each with its own pre-RMSNorm and "
+              "wrapped in the residual connector of model.residual."},
     {"model.residual", "Connector around every sublayer (docs/mhc.md): X' = H_res X + H_post^T F(H_pre X) "
                        "over n streams. baseline is the plain pre-norm residual (n = 1)."},
     {"model.mla", "Multi-head latent attention (DeepSeek-V2/V3), used when model.attention is mla "
@@ -200,6 +201,8 @@ const std::vector<Rule> kRules = {
        return c.model.attention != "mha" || c.model.dim % c.model.n_heads != 0 ||
               (c.model.dim / c.model.n_heads) % 2 == 0;
      }},
+    {{"model.seq_len", "model.mtp.depth"}, "model.seq_len must exceed model.mtp.depth (module k predicts k+1 tokens ahead)",
+     [](const Config& c) { return c.model.mtp.depth == 0 || c.model.seq_len > c.model.mtp.depth; }},
     {{"model.mla.qk_rope_dim"}, "model.mla.qk_rope_dim must be even (RoPE rotates pairs)",
      [](const Config& c) { return c.model.mla.qk_rope_dim % 2 == 0; }},
     {{"model.moe.routed_experts", "model.moe.n_groups"}, "model.moe.n_groups must divide model.moe.routed_experts",

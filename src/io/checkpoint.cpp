@@ -192,20 +192,9 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointContents
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  const fs::path pointer = root / "latest";
-  if (fs::exists(pointer)) {
-    std::string name = read_text(pointer);
-    while (!name.empty() && (name.back() == '\n' || name.back() == '\r' || name.back() == ' ')) name.pop_back();
-    int64_t step;
-    BK_CHECK(parse_step_name(name, &step), "{}: expected a checkpoint name like step_00001200, got '{}'",
-             pointer.string(), name);
-    BK_CHECK(fs::is_directory(root / name), "{} names {}, which does not exist (deleted by hand?); open a "
-             "checkpoint directory under {} explicitly", pointer.string(), (root / name).string(), root.string());
-  }
-  // The newest step directory, not only what `latest` names: a step directory is renamed into
-  // place only when complete, and a run killed between that rename and the update of `latest`
-  // leaves a newer, loadable checkpoint than the pointer says.
+  // The newest step directory. A step directory is renamed into place only when complete, so it
+  // is loadable even when the run died before updating `latest` (which stays a pointer for
+  // people and tools; it is not needed to find the newest checkpoint).
   const std::vector<int64_t> steps = checkpoint_steps(run_dir);
   return steps.empty() ? std::string() : checkpoint_dir(run_dir, steps.back());
 }
@@ -249,10 +238,10 @@ Checkpoint Checkpoint::open(const std::string& path, bool verify_checksums) {
     dir = p;
   } else if (fs::is_directory(p / "checkpoints")) {
     const std::string latest = latest_checkpoint(p.string());
-    BK_CHECK(!latest.empty(), "run directory {} has no checkpoint ({} does not exist)", path,
-             (p / "checkpoints" / "latest").string());
+    BK_CHECK(!latest.empty(), "run directory {} has no checkpoint (no step_* directory under {})", path,
+             (p / "checkpoints").string());
     dir = latest;
-  } else if (p.filename() == "checkpoints" && fs::exists(p / "latest")) {
+  } else if (p.filename() == "checkpoints" && !latest_checkpoint(p.parent_path().string()).empty()) {
     dir = latest_checkpoint(p.parent_path().string());
   } else {
     BK_FAIL("{} is neither a checkpoint directory (it has no state.json) nor a run directory (it has no "

@@ -179,16 +179,18 @@ MoeStats Moe::end_step(double gamma) {
   s.load_cv = mean > 0 ? std::sqrt(var) / mean : 0;
   s.balance_loss = step_tokens_ > 0 ? step_balance_ / double(step_tokens_) : 0;
 
-  // Loss-free balancing: overloaded experts become less attractive, underloaded more.
-  Buffer b = bias_.to(DType::f64);
-  double* bp = b.ptr<double>();
-  for (size_t i = 0; i < step_load_.size(); ++i) {
-    if (step_load_[i] > mean) bp[i] -= gamma;
-    else if (step_load_[i] < mean) bp[i] += gamma;
-  }
-  bias_ = b.to(dtype_);
-  s.bias_min = *std::min_element(bp, bp + b.numel());
-  s.bias_max = *std::max_element(bp, bp + b.numel());
+  // Loss-free balancing: overloaded experts become less attractive, underloaded more. In place:
+  // views of the bias (Model::state) stay valid.
+  auto update = [&](auto* b) {
+    for (size_t i = 0; i < step_load_.size(); ++i) {
+      if (step_load_[i] > mean) b[i] -= decltype(b[0] + 0)(gamma);
+      else if (step_load_[i] < mean) b[i] += decltype(b[0] + 0)(gamma);
+    }
+    s.bias_min = double(*std::min_element(b, b + bias_.numel()));
+    s.bias_max = double(*std::max_element(b, b + bias_.numel()));
+  };
+  if (bias_.dtype() == DType::f64) update(bias_.ptr<double>());
+  else update(bias_.ptr<float>());
 
   std::fill(step_load_.begin(), step_load_.end(), 0.0);
   step_balance_ = 0;

@@ -49,6 +49,13 @@ void MetricsLog::write(const StepMetrics& m) {
   out_.flush();
 }
 
+std::string human(double x) {
+  if (x >= 1e9) return fmt::format("{:.2f}B", x / 1e9);
+  if (x >= 1e6) return fmt::format("{:.2f}M", x / 1e6);
+  if (x >= 1e3) return fmt::format("{:.1f}k", x / 1e3);
+  return fmt::format("{:.0f}", x);
+}
+
 std::string format_duration(double s) {
   if (!(s >= 0) || std::isinf(s)) return "?";
   int64_t t = int64_t(s + 0.5);

@@ -42,6 +42,8 @@ class MetricsLog {
 // "step   10/300 | loss 5.1234 | gnorm 0.812 | lr 1.00e-03 | 12.3k tok/s | 165 ms | MFU 11.2% | eta 1m05s"
 std::string progress_line(const StepMetrics& m);
 std::string format_duration(double seconds);
+// 1234567 -> "1.23M"
+std::string human(double x);
 // "connectors | amax composite fwd 1.02 bwd 1.05 (max over l) | H_res diag 0.90 | ..."
 std::string connector_line(const ConnectorStats& s);
 // "moe | load cv 0.12 (worst layer 0.31) | max/min load 1.9x | bias [-0.02, 0.03] | balance loss 1.0e-4"

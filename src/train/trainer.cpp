@@ -13,6 +13,7 @@
 
 #include "config/load.h"
 #include "core/log.h"
+#include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/data_loader.h"
 #include "train/lr_schedule.h"
@@ -56,18 +57,8 @@ struct StopSignalGuard {
 };
 
 // FNV-1a 64 of the resolved config text, as hex: tells two configs apart in state.json.
-std::string config_hash(const std::string& text) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  return fmt::format("{:016x}", h);
-}
+std::string config_hash(const std::string& text) { return fmt::format("{:016x}", Rng::stream_of(text)); }
 
-std::string human(double x) {
-  if (x >= 1e9) return fmt::format("{:.2f}B", x / 1e9);
-  if (x >= 1e6) return fmt::format("{:.2f}M", x / 1e6);
-  if (x >= 1e3) return fmt::format("{:.1f}k", x / 1e3);
-  return fmt::format("{:.0f}", x);
-}
 
 }  // namespace
 
@@ -103,11 +94,18 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
     BK_CHECK(val_data_->vocab_size() == train_data_->vocab_size(),
              "{}: data.val {} has vocabulary size {} but data.train {} has {}: they come from different tokenizers",
              cfg.source, cfg.data.val, val_data_->vocab_size(), cfg.data.train, train_data_->vocab_size());
+    // Checked now, not at the first validation hours into the run.
+    const int64_t need = std::max(cfg.training.eval_batches, 1);
+    BK_CHECK(int64_t(val_data_->num_eval_batches(cfg.training.micro_batch_size)) >= need,
+             "{}: data.val {} holds {} windows of model.seq_len + 1 tokens, fewer than training.eval_batches x "
+             "training.micro_batch_size = {} x {}; lower training.eval_batches or use a larger validation shard",
+             cfg.source, cfg.data.val, val_data_->num_windows(), need, cfg.training.micro_batch_size);
   }
 
   model_ = std::make_unique<Model>(cfg.model, cfg.run.seed);
   optimizer_ = std::make_unique<AdamW>(cfg.optimizer, model_->params());
   if (!resume_from.empty()) restore(resume_from);
+  write_resolved_config();
   metrics_ = std::make_unique<MetricsLog>(
       cfg.logging.jsonl ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string());
   peak_ = measure_cpu_peak();
@@ -148,8 +146,14 @@ void Trainer::prepare_run_dir(bool resuming) {
     fs::remove(dir / "train.log");
   }
   fs::create_directories(dir);
-  std::ofstream f(dir / "config.yaml", std::ios::trunc);
-  BK_CHECK(f.good(), "cannot write {}", (dir / "config.yaml").string());
+}
+
+// Written once the run is known to start (after a resume's checks), so a refused resume leaves
+// the run's record as it was.
+void Trainer::write_resolved_config() const {
+  const fs::path path = fs::path(run_dir_) / "config.yaml";
+  std::ofstream f(path, std::ios::trunc);
+  BK_CHECK(f.good(), "cannot write {}", path.string());
   f << "# resolved configuration of this run (from " << cfg_.source << ")\n" << to_yaml(cfg_);
 }
 
@@ -164,6 +168,9 @@ void Trainer::restore(const std::string& path) {
   for (const ConfigDifference& d : diff_configs(saved, cfg_)) {
     if (d.key.rfind("model.", 0) == 0)
       shape_changes += fmt::format("\n  {}: {} in the checkpoint, {} now", d.key, d.before, d.after);
+    else if (d.key == "run.seed" || d.key == "data.train")
+      spdlog::warn("resume: {} changed from {} to {}: the data order after the checkpoint differs from "
+                   "the original run's, so this is not a bit-exact continuation", d.key, d.before, d.after);
     else
       spdlog::info("resume: {} changed from {} to {}", d.key, d.before, d.after);
   }
@@ -186,6 +193,9 @@ void Trainer::restore(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     BK_FAIL("{}: missing or malformed field: {}", where, e.what());
   }
+  BK_CHECK(step_ < cfg_.training.steps, "{}: the checkpoint {} is at step {} and training.steps is {}: nothing "
+           "left to train; raise training.steps (e.g. --set training.steps={})", cfg_.source, ck.dir(), step_,
+           cfg_.training.steps, step_ + cfg_.training.steps);
   last_saved_step_ = step_;
   resumed_from_ = ck.dir();
   // Resuming from an older checkpoint of this run would reach steps whose checkpoints exist.
@@ -202,7 +212,10 @@ void Trainer::print_startup_table() const {
   const ModelConfig& m = cfg_.model;
   const int64_t tokens_per_step = int64_t(t.global_batch_size) * m.seq_len;
   spdlog::info("birkhoff {} | run {} | dir {}", BIRKHOFF_VERSION, cfg_.run.name, run_dir_);
-  spdlog::info("  model       dense decoder, residual {}{}: {} layers, dim {}, {} heads, ffn {}, vocab {}, seq {}",
+  spdlog::info("  model       {} attention, {} ffn, residual {}{}: {} layers, dim {}, {} heads, ffn {}, vocab {}, seq {}",
+               m.attention, m.ffn == "moe" ? fmt::format("moe ({} routed top-{} + {} shared)", m.moe.routed_experts,
+                                                          m.moe.top_k, m.moe.shared_experts)
+                                           : std::string("dense"),
                m.residual.mode, m.streams() > 1 ? fmt::format(" (n = {})", m.streams()) : std::string(),
                m.n_layers, m.dim, m.n_heads, m.ffn_dim, m.vocab_size, m.seq_len);
   spdlog::info("  parameters  {} total ({} in matrix products)", human(double(model_->num_params())),
@@ -320,7 +333,11 @@ double Trainer::run() {
     interval_loss += m.loss;
     ++interval_steps;
     const bool last = step == t.steps;
-    if (val_data_ && ((t.eval_interval > 0 && step % t.eval_interval == 0) || last)) {
+    // The checkpoint first: a failure in validation must not cost the step's checkpoint.
+    if ((cfg_.checkpoint.interval > 0 && step % cfg_.checkpoint.interval == 0) ||
+        (last && cfg_.checkpoint.save_final))
+      save_checkpoint_at(step, m.lr);
+    if (val_data_ && t.eval_batches > 0 && ((t.eval_interval > 0 && step % t.eval_interval == 0) || last)) {
       m.val_loss = last_val = evaluate();
     }
     const bool log_step = step % t.log_interval == 0 || step == 1 || last;
@@ -337,9 +354,6 @@ double Trainer::run() {
     }
     if (m.val_loss)
       spdlog::info("step {} | val loss {:.4f} | val ppl {:.2f}", step, *m.val_loss, std::exp(*m.val_loss));
-    if ((cfg_.checkpoint.interval > 0 && step % cfg_.checkpoint.interval == 0) ||
-        (last && cfg_.checkpoint.save_final))
-      save_checkpoint_at(step, m.lr);
     if (const int sig = g_stop_signal.load()) {
       spdlog::warn("{} received: saving a checkpoint at step {} and exiting (resume with --resume auto)",
                    sig == SIGINT ? "SIGINT" : "SIGTERM", step);

@@ -36,6 +36,7 @@ class Trainer {
  private:
   std::string find_resume_checkpoint() const;
   void prepare_run_dir(bool resuming);
+  void write_resolved_config() const;
   void restore(const std::string& checkpoint);
   void print_startup_table() const;
   StepMetrics train_step(int64_t step);
