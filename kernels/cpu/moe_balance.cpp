@@ -55,6 +55,20 @@ std::vector<double> expert_fractions(const Tensor& idx, int B, const BalanceDims
   }
   return f;
 }
+// One token's S = sum_e s_e and F = sum_e f_e s_e (in double).
+struct TokenSums {
+  double S = 0, F = 0;
+};
+template <typename T>
+TokenSums token_sums(const T* s, const double* f, int64_t E) {
+  TokenSums r;
+  for (int64_t e = 0; e < E; ++e) {
+    r.S += double(s[e]);
+    r.F += f[e] * double(s[e]);
+  }
+  return r;
+}
+
 }  // namespace
 
 double moe_balance_loss_forward(Tensor scores, Tensor idx, int B, float alpha, Stream) {
@@ -67,14 +81,8 @@ double moe_balance_loss_forward(Tensor scores, Tensor idx, int B, float alpha, S
     const T* ps = scores.ptr<T>();
 #pragma omp parallel for schedule(static) if (N * E >= kParallelMin)
     for (int64_t t = 0; t < N; ++t) {
-      const T* s = ps + t * E;
-      const double* fb = f.data() + (t / d.T) * E;
-      double S = 0, F = 0;
-      for (int64_t e = 0; e < E; ++e) {
-        S += double(s[e]);
-        F += fb[e] * double(s[e]);
-      }
-      per_token[t] = F / S;
+      const TokenSums ts = token_sums(ps + t * E, f.data() + (t / d.T) * E, E);
+      per_token[t] = ts.F / ts.S;
     }
   });
   double total = 0;
@@ -98,14 +106,9 @@ void moe_balance_loss_backward(Tensor dscores, Tensor scores, Tensor idx, int B,
     T* pd = dscores.ptr<T>();
 #pragma omp parallel for schedule(static) if (N * E >= kParallelMin)
     for (int64_t t = 0; t < N; ++t) {
-      const T* s = ps + t * E;
       const double* fb = f.data() + (t / d.T) * E;
-      double S = 0, F = 0;
-      for (int64_t e = 0; e < E; ++e) {
-        S += double(s[e]);
-        F += fb[e] * double(s[e]);
-      }
-      const double mean_f = F / S, c = coef / S;  // sum_i f_i s'_{t,i}
+      const TokenSums ts = token_sums(ps + t * E, fb, E);
+      const double mean_f = ts.F / ts.S, c = coef / ts.S;  // sum_i f_i s'_{t,i}
       T* g = pd + t * E;
       for (int64_t e = 0; e < E; ++e) g[e] += T(c * (fb[e] - mean_f));
     }

@@ -6,6 +6,7 @@
 #include "model/block.h"
 #include "model/embedding.h"
 #include "model/head.h"
+#include "model/layer_stack.h"
 #include "model/model_plan.h"
 #include "model/mtp.h"
 #include "model/streams.h"
@@ -33,29 +34,14 @@ Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
 }
 
 double Model::forward(const MicroBatch& mb) {
-  const int64_t N = mb.tokens_count();
-  Buffer cur({N, 1}, dtype_);  // the embedding ignores its input
-  for (auto& layer : layers_) {
-    Buffer next({N, layer->out_width()}, dtype_);
-    layer->forward(mb, cur, next);
-    cur = std::move(next);
-  }
-  const Buffer losses = cur.to(DType::f64);
-  double sum = 0;
-  for (int64_t i = 0; i < N; ++i) sum += losses.ptr<double>()[i];
-  return sum;
+  // The embedding ignores its input; the head outputs one loss per token.
+  return sum_losses(forward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_)));
 }
 
 void Model::backward(const MicroBatch& mb) {
-  const int64_t N = mb.tokens_count();
-  Buffer dy({N, 1}, dtype_);  // the head is the root; it seeds its own gradient
-  for (size_t i = layers_.size(); i-- > 0;) {
-    const int64_t in_width = i > 0 ? layers_[i - 1]->out_width() : 1;
-    Buffer dx({N, in_width}, dtype_);
-    layers_[i]->backward_input(mb, dy, dx);
-    dy = std::move(dx);
-  }
-  for (size_t i = layers_.size(); i-- > 0;) layers_[i]->backward_weight(mb);
+  // The head is the root (it seeds its own gradient); the embedding has no input gradient.
+  backward_input_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), 1);
+  backward_weight_layers(layers_, mb);
 }
 
 ParamList Model::params() {

@@ -1,6 +1,7 @@
 #include "model/mtp.h"
 
 #include "kernels/ops.h"
+#include "model/layer_stack.h"
 #include "model/streams.h"
 
 namespace bk {
@@ -91,18 +92,13 @@ void MtpHead::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     st.cat = buffer({N, 2 * C});
     ops::copy_columns(st.cat, 0, hn, 0, C, false);
     ops::copy_columns(st.cat, C, en, 0, C, false);
-    Buffer cur = buffer({N, C});
-    ops::linear_forward(cur, st.cat, m.proj.value);
-    for (auto& layer : m.layers) {
-      Buffer next = buffer({N, layer->out_width()});
-      layer->forward(mb, cur, next);
-      cur = std::move(next);
-    }
+    Buffer proj = buffer({N, C});
+    ops::linear_forward(proj, st.cat, m.proj.value);
+    Buffer cur = forward_layers(m.layers, mb, std::move(proj));
     const MicroBatch mk = module_batch(mb, k, st);
     Buffer losses = buffer({N, 1});
     m.head->forward(mk, cur, losses);
-    const Buffer l64 = losses.to(DType::f64);
-    for (int64_t i = 0; i < N; ++i) loss_sum_[j] += l64.ptr<double>()[i];
+    loss_sum_[j] += sum_losses(losses);
     loss_tokens_[j] += double(mb.B) * (mb.T - k);
     h = std::move(cur);  // h^k, the next module's input
   }
@@ -119,13 +115,8 @@ void MtpHead::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
     Buffer d = buffer({N, C});
     m.head->backward_input(mk, Buffer({N, 1}, dtype_), d);
     if (!dh_next.empty()) ops::add_inplace(d, dh_next);
-    for (size_t i = m.layers.size(); i-- > 0;) {
-      const int64_t in_width = i > 0 ? m.layers[i - 1]->out_width() : C;
-      Buffer din = buffer({N, in_width});
-      m.layers[i]->backward_input(mb, d, din);
-      d = std::move(din);
-    }
-    st.d_cat = std::move(d);  // gradient of the projection output, kept for its weight gradient
+    // The gradient of the projection output, kept for its weight gradient.
+    st.d_cat = backward_input_layers(m.layers, mb, std::move(d), C);
     Buffer dcat = buffer({N, 2 * C});
     ops::linear_backward_input(dcat, st.d_cat, m.proj.value);
     st.d_hn = buffer({N, C});
@@ -147,7 +138,7 @@ void MtpHead::backward_weight(const MicroBatch& mb) {
     Module& m = modules_[j];
     Saved& st = saved_[j].at(mb.id);
     m.head->backward_weight(module_batch(mb, int(j) + 1, st));
-    for (size_t i = m.layers.size(); i-- > 0;) m.layers[i]->backward_weight(mb);
+    backward_weight_layers(m.layers, mb);
     ops::linear_backward_weight(m.proj.grad, st.d_cat, st.cat);
     // The norms' inputs are recomputed views: hn/en are not kept, their weight gradient needs
     // only the input and its rstd.

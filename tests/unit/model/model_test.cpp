@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/rng.h"
+#include "model/layer_stack.h"
 #include "model/model.h"
 #include "model_testing.h"
 
@@ -98,16 +99,8 @@ TEST(Model, MicroBatchesInFlightWithDeferredWeightGradients) {
   pipelined.forward(mb1);
   const auto& layers = pipelined.layers();
   const int64_t N = int64_t(B) * T;
-  for (const MicroBatch* mb : {&mb1, &mb0}) {
-    Buffer dy({N, 1});
-    for (size_t i = layers.size(); i-- > 0;) {
-      Buffer dx({N, i > 0 ? layers[i - 1]->out_width() : 1});
-      layers[i]->backward_input(*mb, dy, dx);
-      dy = std::move(dx);
-    }
-  }
-  for (const MicroBatch* mb : {&mb0, &mb1})
-    for (size_t i = layers.size(); i-- > 0;) layers[i]->backward_weight(*mb);
+  for (const MicroBatch* mb : {&mb1, &mb0}) backward_input_layers(layers, *mb, Buffer({N, 1}), 1);
+  for (const MicroBatch* mb : {&mb0, &mb1}) backward_weight_layers(layers, *mb);
 
   // Each gradient is 0 + g0 + g1 in both runs: bitwise equal.
   auto gs = grads(serial), gp = grads(pipelined);
