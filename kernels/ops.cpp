@@ -1,8 +1,15 @@
 // bk::ops: route each op to the backend of its tensors. The model calls only these, so it
-// never branches on the device. The CUDA branches arrive with the CUDA backend.
+// never branches on the device. `first` is the tensor whose device decides (the backends
+// check that the other operands live there too).
 #include "kernels/ops.h"
 
 namespace bk::ops {
+
+#ifdef BIRKHOFF_WITH_CUDA
+#define BK_ROUTE(op, first, ...)                                      \
+  if ((first).device == Device::cuda) return cuda::op(__VA_ARGS__); \
+  return cpu::op(__VA_ARGS__)
+#else
 namespace {
 void require_cpu(const Tensor& t, const char* op) {
   BK_CHECK(t.device == Device::cpu, "{}: no CUDA implementation is built into this binary", op);
@@ -12,6 +19,7 @@ void require_cpu(const Tensor& t, const char* op) {
 #define BK_ROUTE(op, first, ...) \
   require_cpu(first, #op);       \
   return cpu::op(__VA_ARGS__)
+#endif
 
 void embedding_forward(Tensor out, Tensor tokens, Tensor table, Stream s) {
   BK_ROUTE(embedding_forward, out, out, tokens, table, s);

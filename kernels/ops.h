@@ -1,13 +1,9 @@
 // The op contract both backends implement (see op_list.inc for the conventions).
 #pragma once
+#include "core/stream.h"  // Stream: the CPU backend ignores it, CUDA reads a cudaStream_t
 #include "core/tensor.h"
 
 namespace bk {
-
-// A compute stream; the CPU backend ignores it, the CUDA backend reads a cudaStream_t from it.
-struct Stream {
-  void* handle = nullptr;
-};
 
 // One AdamW step's scalars.
 struct AdamWStep {
@@ -27,5 +23,10 @@ namespace ops {
 namespace cpu {
 #include "kernels/op_list.inc"
 }  // namespace cpu
+
+// Defined in kernels/cuda when the binary is built with CUDA (BIRKHOFF_WITH_CUDA).
+namespace cuda {
+#include "kernels/op_list.inc"
+}  // namespace cuda
 
 }  // namespace bk

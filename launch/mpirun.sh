@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Launch birkhoff under OpenMPI, one process per GPU.
 #
-#   launch/mpirun.sh [-n NP] [-H HOSTFILE] [-b BIRKHOFF] -- train --config C.yaml --set parallel.dp=8 ...
+#   launch/mpirun.sh [-n NP] [-H HOSTFILE] [-b BIRKHOFF] -- train C.yaml --set parallel.dp=8 ...
 #
 # NP defaults to the GPUs on this node (nvidia-smi -L), else 1. The hostfile uses OpenMPI's
 # format ("node1 slots=8"). Ranks are placed by slot, consecutive ranks on the same node, which
@@ -13,7 +13,7 @@ set -euo pipefail
 
 np=""
 hostfile=""
-bin="$(cd "$(dirname "$0")/.." && pwd)/build/birkhoff"
+bin="$(cd "$(dirname "$0")/.." && pwd)/build/bin/birkhoff"
 while [ $# -gt 0 ]; do
   case "$1" in
     -n) np="$2"; shift 2 ;;

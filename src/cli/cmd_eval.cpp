@@ -125,8 +125,9 @@ int cmd_eval(const Args& args) {
     const auto now = Clock::now();
     if (std::chrono::duration<double>(now - last_print).count() >= 2.0 && done < total) {
       const double el = std::chrono::duration<double>(now - t0).count(), rate = double(done) / el;
-      fmt::print(stderr, "eval {}/{} tokens ({:.1f}%) | {} tokens/s | ETA {}\n", done, total,
-                 100.0 * double(done) / double(total), human(rate), format_duration(double(total - done) / rate));
+      fmt::print(stderr, "eval batch {}/{} | {}/{} tokens ({:.1f}%) | {} tokens/s | ETA {}\n", i + 1,
+                 (total + int64_t(B) * T - 1) / (int64_t(B) * T), done, total, 100.0 * double(done) / double(total),
+                 human(rate), format_duration(double(total - done) / rate));
       std::fflush(stderr);
       last_print = now;
     }

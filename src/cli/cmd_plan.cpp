@@ -81,6 +81,8 @@ int cmd_plan(const Args& args) {
   L.act_bytes = dtype == "bf16" ? 2 : 4;
   L.micro_batch_size = cfg.training.micro_batch_size;
   L.num_microbatches = cfg.num_microbatches();
+  L.recompute = cfg.training.recompute;
+  L.recompute_block = cfg.training.recompute_block;
 
   const ModelConfig& m = cfg.model;
   const ModelCounts c = count_model(m);
@@ -168,7 +170,12 @@ int cmd_plan(const Args& args) {
   }
   fmt::print("  sublayers are numbered 2*layer (attention) and 2*layer+1 (FFN); experts are split over ep,\n"
              "  everything else is replicated; activations are what each layer saves for its backward\n"
-             "  (no recomputation), in {} with fp32 statistics; total = ZeRO-1 state + activation peak\n",
+             "  ({}), in {} with fp32 statistics; total = ZeRO-1 state + activation peak\n",
+             L.recompute == "none" ? std::string("no recomputation")
+                                   : fmt::format("training.recompute {}, blocks of {} sublayers, plus one block "
+                                                 "rebuilt at a time", L.recompute,
+                                                 L.recompute_block > 0 ? std::to_string(L.recompute_block)
+                                                                       : std::string("a stage's")),
              dtype);
   if (c.estimates) {
     std::string which;

@@ -12,6 +12,7 @@ int cmd_config(const Args& args);
 int cmd_inspect(const Args& args);
 int cmd_eval(const Args& args);
 int cmd_plan(const Args& args);
+int cmd_schedule(const Args& args);
 
 // Shared argument handling: "--set a.b=c" / "--set=a.b=c" pairs are collected into `sets`;
 // `known_flags` take no value, `valued` options take one ("--resume auto" or "--resume=auto").

@@ -23,6 +23,7 @@ const char* kUsage =
     "  inspect PATH [--verify] [--json]            list a checkpoint's tensors, config and files\n"
     "  eval --checkpoint PATH [--data SHARD] [--tokens N]   validation loss and perplexity of a checkpoint\n"
     "  plan CONFIG [--pp P] [--dp D] [--ep E]      parameters, FLOPs and memory per stage of a config\n"
+    "  schedule --kind K --pp P --microbatches N [--trace FILE]   pipeline schedule lists, simulated bubble\n"
     "  version                                     print the version\n"
     "\n"
     "Run `birkhoff <command> --help` for a command's options.\n";
@@ -42,6 +43,7 @@ int main(int argc, char** argv) {
     if (cmd == "inspect") return bk::cmd_inspect(args);
     if (cmd == "eval") return bk::cmd_eval(args);
     if (cmd == "plan") return bk::cmd_plan(args);
+    if (cmd == "schedule") return bk::cmd_schedule(args);
     if (cmd == "version" || cmd == "--version") {
       fmt::print("birkhoff {}\n", BIRKHOFF_VERSION);
       return 0;

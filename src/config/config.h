@@ -89,6 +89,12 @@ struct TrainingConfig {
   int eval_interval = 100;     // 0 disables periodic validation
   int eval_batches = 8;        // micro-batches per validation
   int64_t stop_at_step = 0;    // save a checkpoint and exit after this step (0 = run to steps)
+  double loss_spike_factor = 2.0;     // warn when loss > factor x running mean (0 = off)
+  bool skip_nonfinite_updates = true; // skip the update of a step with NaN/inf loss or gradients
+  int max_consecutive_skips = 10;     // stop the run after more skips than this in a row
+  int64_t debug_nan_at_step = 0;      // test hook: NaN gradients at this step (0 = never)
+  std::string recompute = "none";     // none | mhc | full (docs/recompute.md)
+  int recompute_block = 0;            // sublayers per recompute block; 0 = one per pipeline stage
 };
 
 struct LrSchedule {
@@ -112,6 +118,11 @@ struct ParallelConfig {
   int dp = 1;
   int pp = 1;
   int ep = 1;
+  std::string schedule = "1f1b";  // pipeline schedule: 1f1b | dualpipe | dualpipev (docs/dualpipe.md)
+  int zero = 0;             // 1: ZeRO-1, optimizer state sharded over the data-parallel ranks
+  double timeout_s = 600;   // a collective that waits longer aborts the job
+  // Ranks that each read their own slice of the global batch (ep ranks hold different tokens).
+  int data_ranks() const { return dp * ep; }
 };
 
 struct CheckpointConfig {
@@ -124,6 +135,7 @@ struct CheckpointConfig {
 struct LoggingConfig {
   std::string level = "info";  // trace | debug | info | warn | error
   bool jsonl = true;           // RUN_DIR/metrics.jsonl
+  bool tensorboard = true;     // RUN_DIR/tensorboard/events.out.tfevents.*
 };
 
 struct Config {
@@ -137,10 +149,10 @@ struct Config {
   LoggingConfig logging;
 
   std::string source;  // file the config came from (for messages)
+  // Micro-batches per rank and step: global = micro x num_microbatches x dp x ep.
   int num_microbatches() const {
-    return global_batch_size_per_dp() / training.micro_batch_size;
+    return training.global_batch_size / parallel.data_ranks() / training.micro_batch_size;
   }
-  int global_batch_size_per_dp() const { return training.global_batch_size / parallel.dp; }
 };
 
 }  // namespace bk

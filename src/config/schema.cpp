@@ -144,15 +144,41 @@ const std::vector<Key> kKeys = {
     {KEY(training.steps), at_least(1), "Optimizer steps to train for."},
     {KEY(training.micro_batch_size), at_least(1), "Sequences in one forward/backward pass."},
     {KEY(training.global_batch_size), at_least(1),
-     "Sequences per optimizer step; a multiple of micro_batch_size * parallel.dp (gradients are "
-     "accumulated over global / (micro * dp) micro-batches)."},
+     "Sequences per optimizer step; a multiple of micro_batch_size * parallel.dp * parallel.ep (each "
+     "of the dp x ep ranks takes an equal slice and accumulates gradients over global / (micro * dp * ep) "
+     "micro-batches)."},
     {KEY(training.max_grad_norm), at_least(0), "Clip the global gradient norm to this value; 0 disables clipping."},
     {KEY(training.log_interval), at_least(1), "Steps between console progress lines (metrics.jsonl gets every step)."},
     {KEY(training.eval_interval), at_least(0), "Steps between validation passes on data.val; 0 disables them."},
-    {KEY(training.eval_batches), at_least(0), "Micro-batches of data.val per validation pass."},
+    {KEY(training.eval_batches), at_least(0),
+     "Micro-batches of data.val per validation pass; a multiple of parallel.dp * parallel.ep (the ranks "
+     "split them)."},
     {KEY(training.stop_at_step), at_least(0),
      "Save a checkpoint and exit after this step, as a pre-empted job would (resume with --resume "
      "auto continues to training.steps); 0 runs to training.steps."},
+    {KEY(training.loss_spike_factor), at_least(0),
+     "Warn (train.log) when a step's loss exceeds this times the mean loss of the previous 50 steps "
+     "(checked from the 11th step on); 0 disables the check. The update is applied."},
+    {KEY(training.skip_nonfinite_updates), any(),
+     "When a step's loss or gradient norm is NaN or infinite: true skips its update (no optimizer "
+     "step, no MoE bias update; counted as skipped_updates in metrics.jsonl), false stops the run "
+     "with an error."},
+    {KEY(training.max_consecutive_skips), at_least(1),
+     "Stop the run with an error when more than this many updates in a row were skipped "
+     "(training.skip_nonfinite_updates)."},
+    {KEY(training.debug_nan_at_step), at_least(0),
+     "Test hook: set the gradients of this step to NaN, to exercise training.skip_nonfinite_updates; "
+     "0 (default) never."},
+
+    {KEY(training.recompute), one_of({"none", "mhc", "full"}),
+     "Selective recomputation (docs/recompute.md): mhc keeps only each block's input stream state "
+     "and every sublayer's output and rebuilds the hyper-connection intermediates in backward "
+     "(residual hc or mhc only); full also re-runs the sublayers; none keeps everything. The "
+     "gradients are the same bits either way."},
+    {KEY(training.recompute_block), at_least(0),
+     "Sublayers (an attention or FFN with its connector) per recompute block; blocks never cross a "
+     "pipeline stage; 0 = one block per stage. The mHC paper's optimum is about sqrt(n L / (n + 2)) "
+     "for n streams and L sublayers."},
 
     {KEY(optimizer.lr), above(0), "Peak learning rate, reached at the end of warmup."},
     {KEY(optimizer.beta1), in_closed_open(0, 1), "AdamW decay rate of the first moment (mean of gradients)."},
@@ -173,9 +199,23 @@ const std::vector<Key> kKeys = {
      "step: learning rate as a fraction of lr from the matching decay_at point on (not cumulative); "
      "one per decay_at point."},
 
-    {KEY(parallel.dp), at_least(1), "Data-parallel replicas; each takes its share of the global batch and gradients are averaged."},
+    {KEY(parallel.dp), at_least(1),
+     "Data-parallel replicas; each takes its share of the global batch and gradients are summed over "
+     "them in a fixed order (docs/parallelism.md)."},
     {KEY(parallel.pp), at_least(1), "Pipeline stages (contiguous ranges of sublayers)."},
-    {KEY(parallel.ep), at_least(1), "Expert-parallel group size (MoE experts split across ranks)."},
+    {KEY(parallel.ep), at_least(1),
+     "Expert-parallel group size: each MoE layer's routed experts are split evenly over ep ranks, which "
+     "also take different slices of the batch (tokens travel to their experts by all-to-all)."},
+    {KEY(parallel.schedule), one_of({"1f1b", "dualpipe", "dualpipev"}),
+     "Pipeline schedule when parallel.pp > 1 (docs/dualpipe.md): 1f1b (one stage per rank); dualpipe "
+     "(pp even, micro-batches per rank even and >= 2 pp; rank r holds stages r and pp-1-r); dualpipev "
+     "(2 pp stages, rank r holds r and 2pp-1-r; micro-batches >= 2 pp). `birkhoff schedule` prints them."},
+    {KEY(parallel.zero), in_closed(0, 1),
+     "1: ZeRO-1, AdamW state sharded over the ranks that share a batch (reduce-scatter of gradients, "
+     "all-gather of updated weights); 0: every rank holds all of it. Same results either way."},
+    {KEY(parallel.timeout_s), above(0),
+     "Seconds a collective or transfer may wait for the other ranks before the whole job is aborted "
+     "with a message (a failed or stalled rank never leaves the others hanging)."},
 
     {KEY(checkpoint.interval), at_least(0), "Save a checkpoint every this many steps; 0 disables periodic saves."},
     {KEY(checkpoint.save_final), any(), "Save a checkpoint after the last step."},
@@ -186,6 +226,9 @@ const std::vector<Key> kKeys = {
 
     {KEY(logging.level), one_of({"trace", "debug", "info", "warn", "error"}), "Least severe console log level shown."},
     {KEY(logging.jsonl), any(), "Write one JSON object of metrics per optimizer step to RUN_DIR/metrics.jsonl (docs/metrics.md)."},
+    {KEY(logging.tensorboard), any(),
+     "Write the same metrics as TensorBoard scalars to RUN_DIR/tensorboard/events.out.tfevents.* "
+     "(a new file per start or resume; docs/metrics.md). View with: tensorboard --logdir runs."},
 };
 
 #undef KEY
@@ -215,11 +258,19 @@ const std::vector<Rule> kRules = {
        const auto& m = c.model.moe;
        return m.n_groups == 0 || m.top_k <= m.routed_experts / m.n_groups * m.topk_groups;
      }},
-    {{"training.global_batch_size", "training.micro_batch_size", "parallel.dp"},
-     "training.global_batch_size must be a multiple of training.micro_batch_size * parallel.dp",
+    {{"training.global_batch_size", "training.micro_batch_size", "parallel.dp", "parallel.ep"},
+     "training.global_batch_size must be a multiple of training.micro_batch_size * parallel.dp * parallel.ep",
      [](const Config& c) {
-       return c.training.global_batch_size % (int64_t(c.training.micro_batch_size) * c.parallel.dp) == 0;
+       return c.training.global_batch_size % (int64_t(c.training.micro_batch_size) * c.parallel.data_ranks()) == 0;
      }},
+    {{"training.eval_batches", "parallel.dp", "parallel.ep"},
+     "training.eval_batches must be a multiple of parallel.dp * parallel.ep (each rank evaluates an equal share)",
+     [](const Config& c) { return c.training.eval_batches % c.parallel.data_ranks() == 0; }},
+    {{"model.moe.routed_experts", "parallel.ep"},
+     "model.moe.routed_experts must be a multiple of parallel.ep (each ep rank holds an equal share of the experts)",
+     [](const Config& c) { return c.model.ffn != "moe" || c.model.moe.routed_experts % c.parallel.ep == 0; }},
+    {{"parallel.ep", "model.ffn"}, "parallel.ep > 1 needs a MoE model (model.ffn: moe); use parallel.dp for a dense one",
+     [](const Config& c) { return c.parallel.ep == 1 || c.model.ffn == "moe"; }},
     {{"optimizer.schedule.decay_at", "optimizer.schedule.decay_factors"},
      "optimizer.schedule.decay_at and optimizer.schedule.decay_factors must have the same length",
      [](const Config& c) { return c.optimizer.schedule.decay_at.size() == c.optimizer.schedule.decay_factors.size(); }},

@@ -7,10 +7,15 @@
 
 namespace bk {
 
-void setup_logging(const std::string& level, const std::string& log_file) {
+void setup_logging(const std::string& level, const std::string& log_file, int rank) {
   std::vector<spdlog::sink_ptr> sinks;
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-  console->set_pattern("%^[%H:%M:%S %L]%$ %v");
+  if (rank < 0) {
+    console->set_pattern("%^[%H:%M:%S %L]%$ %v");
+  } else {
+    console->set_pattern(fmt::format("%^[%H:%M:%S %L rank {}]%$ %v", rank));
+    if (rank > 0) console->set_level(spdlog::level::warn);
+  }
   sinks.push_back(console);
   if (!log_file.empty()) {
     auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_file, false);

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -130,52 +131,65 @@ std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
   return (fs::path(run_dir) / "checkpoints" / fmt::format("{}{:08d}", kStepPrefix, step)).string();
 }
 
-std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, RetentionPolicy keep) {
+namespace {
+
+// The phases of a save. One process: all three in a row. Several ranks (save_checkpoint_sharded):
+// rank 0 prepares, every rank writes its shard, rank 0 finishes, with barriers in between.
+
+fs::path temp_dir_for(const fs::path& final_dir) {
+  // The same name on every rank (a shared directory); a leftover of a killed save of the same
+  // step is removed by prepare_save or by remove_incomplete_checkpoints at the next start.
+  return final_dir.parent_path() / fmt::format("{}{}", kTmpPrefix, final_dir.filename().string());
+}
+
+void check_contents(const CheckpointContents& c) {
   BK_CHECK(c.step >= 0, "save_checkpoint: negative step {}", c.step);
   BK_CHECK(c.state.is_object() || c.state.is_null(), "save_checkpoint: state must be a JSON object");
-  BK_CHECK(!c.model.empty(), "save_checkpoint: no model tensors to save");
+}
+
+fs::path prepare_save(const std::string& run_dir, int64_t step) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  const fs::path final_dir = checkpoint_dir(run_dir, c.step);
-  const fs::path tmp = root / fmt::format("{}{}_{}", kTmpPrefix, final_dir.filename().string(), ::getpid());
+  const fs::path final_dir = checkpoint_dir(run_dir, step);
   std::error_code ec;
   fs::create_directories(root, ec);
   BK_CHECK(!ec, "cannot create {}: {}", root.string(), ec.message());
   // Never replace a finished checkpoint: between removing it and renaming a new one in, a kill
   // would leave `latest` pointing at nothing.
   BK_CHECK(!fs::exists(final_dir), "checkpoint {} already exists; refusing to overwrite it", final_dir.string());
+  const fs::path tmp = temp_dir_for(final_dir);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
+  return tmp;
+}
 
-  try {
-    nlohmann::json files = nlohmann::json::object();
-    std::vector<std::string> written;
-    auto write_kind = [&](const char* kind, const std::vector<NamedTensor>& tensors) {
-      const std::string name = std::string(kind) + ".safetensors";
-      SafetensorsWritten w = write_safetensors(
-          (tmp / name).string(), tensors,
-          {{"format", "birkhoff"}, {"kind", kind}, {"step", std::to_string(c.step)}});
-      files[name] = {{"bytes", w.bytes}, {"crc32c", hex32(w.crc32c)}};
-      written.push_back(name);
-    };
-    write_kind("model", c.model);
-    if (!c.optimizer.empty()) write_kind("optimizer", c.optimizer);
+// Writes KIND.safetensors (shard < 0) or KIND-0000r-of-0000R.safetensors, fsynced; records its
+// size and CRC32C in `files`.
+void write_kind(const fs::path& tmp, const char* kind, int64_t step, const std::vector<NamedTensor>& tensors,
+                int shard, int shards, nlohmann::json& files) {
+  const std::string name = shard < 0 ? std::string(kind) + ".safetensors"
+                                     : fmt::format("{}-{:05d}-of-{:05d}.safetensors", kind, shard + 1, shards);
+  SafetensorsWritten w = write_safetensors((tmp / name).string(), tensors,
+                                           {{"format", "birkhoff"}, {"kind", kind}, {"step", std::to_string(step)}});
+  fsync_path(tmp / name);
+  files[name] = {{"bytes", w.bytes}, {"crc32c", hex32(w.crc32c)}};
+}
 
-    nlohmann::json state = c.state.is_null() ? nlohmann::json::object() : c.state;
-    if (state.contains("step"))
-      BK_CHECK(state["step"].is_number_integer() && state["step"].get<int64_t>() == c.step,
-               "save_checkpoint: state.step {} differs from the step {} being saved", state["step"].dump(), c.step);
-    state["step"] = c.step;
-    state["format_version"] = kCheckpointFormatVersion;
-    state["birkhoff_version"] = BIRKHOFF_VERSION;
-    state["files"] = files;
-    write_text(tmp / "state.json", state.dump(2) + "\n");
-    written.push_back("state.json");
-    for (const std::string& f : written) fsync_path(tmp / f);
-    fsync_path(tmp);
-  } catch (...) {
-    fs::remove_all(tmp, ec);  // best effort; remove_incomplete_checkpoints catches the rest
-    throw;
-  }
+// state.json (with `files`), then the atomic rename, `latest`, and the retention pass.
+std::string finish_save(const std::string& run_dir, const fs::path& tmp, const CheckpointContents& c,
+                        nlohmann::json files, RetentionPolicy keep) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const fs::path final_dir = checkpoint_dir(run_dir, c.step);
+  nlohmann::json state = c.state.is_null() ? nlohmann::json::object() : c.state;
+  if (state.contains("step"))
+    BK_CHECK(state["step"].is_number_integer() && state["step"].get<int64_t>() == c.step,
+             "save_checkpoint: state.step {} differs from the step {} being saved", state["step"].dump(), c.step);
+  state["step"] = c.step;
+  state["format_version"] = kCheckpointFormatVersion;
+  state["birkhoff_version"] = BIRKHOFF_VERSION;
+  state["files"] = std::move(files);
+  write_text(tmp / "state.json", state.dump(2) + "\n");
+  fsync_path(tmp / "state.json");
+  fsync_path(tmp);
 
   rename_or_fail(tmp, final_dir);
   fsync_path(root);
@@ -189,6 +203,86 @@ std::string save_checkpoint(const std::string& run_dir, const CheckpointContents
 
   apply_retention(run_dir, c.step, keep);
   return final_dir.string();
+}
+
+// KIND.safetensors.index.json over the shards of one kind that the ranks wrote into tmp; each
+// tensor must be in exactly one shard.
+void write_index(const fs::path& tmp, const std::string& kind, nlohmann::json& files) {
+  nlohmann::json weight_map = nlohmann::json::object();
+  const std::string prefix = kind + "-";
+  std::vector<std::string> shards;
+  for (const auto& e : fs::directory_iterator(tmp)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind(prefix, 0) == 0 && f.size() > 12 && f.compare(f.size() - 12, 12, ".safetensors") == 0)
+      shards.push_back(f);
+  }
+  if (shards.empty()) return;
+  std::sort(shards.begin(), shards.end());
+  for (const std::string& f : shards) {
+    const SafetensorsHeader h = read_safetensors_header((tmp / f).string());
+    for (const auto& [name, entry] : h.tensors) {
+      BK_CHECK(!weight_map.contains(name), "checkpoint save: tensor {} was written by two ranks ({} and {})", name,
+               weight_map[name].get<std::string>(), f);
+      weight_map[name] = f;
+    }
+  }
+  const std::string index = kind + ".safetensors.index.json";
+  const nlohmann::json j = {{"metadata", {{"format", "birkhoff"}, {"shards", shards.size()}}},
+                            {"weight_map", weight_map}};
+  write_text(tmp / index, j.dump(2) + "\n");
+  fsync_path(tmp / index);
+  files[index] = {{"bytes", fs::file_size(tmp / index)}, {"crc32c", hex32(crc32c_of_file(tmp / index))}};
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c, RetentionPolicy keep) {
+  check_contents(c);
+  BK_CHECK(!c.model.empty(), "save_checkpoint: no model tensors to save");
+  const fs::path tmp = prepare_save(run_dir, c.step);
+  nlohmann::json files = nlohmann::json::object();
+  try {
+    write_kind(tmp, "model", c.step, c.model, -1, 1, files);
+    if (!c.optimizer.empty()) write_kind(tmp, "optimizer", c.step, c.optimizer, -1, 1, files);
+    return finish_save(run_dir, tmp, c, std::move(files), keep);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);  // best effort; remove_incomplete_checkpoints catches the rest
+    throw;
+  }
+}
+
+std::string save_checkpoint_sharded(const std::string& run_dir, const CheckpointContents& c, int rank, int ranks,
+                                    const std::function<void()>& barrier, RetentionPolicy keep) {
+  check_contents(c);
+  const fs::path tmp = temp_dir_for(checkpoint_dir(run_dir, c.step));
+  if (rank == 0) prepare_save(run_dir, c.step);
+  barrier();
+  // Each rank records its shards' sizes and checksums in a small sidecar that rank 0 folds into
+  // state.json, so no file is read twice.
+  nlohmann::json files = nlohmann::json::object();
+  if (!c.model.empty()) write_kind(tmp, "model", c.step, c.model, rank, ranks, files);
+  if (!c.optimizer.empty()) write_kind(tmp, "optimizer", c.step, c.optimizer, rank, ranks, files);
+  const fs::path sidecar = tmp / fmt::format("{}files_rank{:05d}.json", kTmpPrefix, rank);
+  write_text(sidecar, files.dump());
+  fsync_path(sidecar);
+  barrier();
+  std::string dir = checkpoint_dir(run_dir, c.step);
+  if (rank == 0) {
+    nlohmann::json all = nlohmann::json::object();
+    for (int r = 0; r < ranks; ++r) {
+      const fs::path f = tmp / fmt::format("{}files_rank{:05d}.json", kTmpPrefix, r);
+      const nlohmann::json part = nlohmann::json::parse(read_text(f));
+      for (const auto& [name, e] : part.items()) all[name] = e;
+      fs::remove(f);
+    }
+    BK_CHECK(!all.empty(), "checkpoint save: no rank wrote any tensor");
+    write_index(tmp, "model", all);
+    write_index(tmp, "optimizer", all);
+    dir = finish_save(run_dir, tmp, c, std::move(all), keep);
+  }
+  barrier();  // nobody reads or saves again before the checkpoint is in place
+  return dir;
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {

@@ -10,6 +10,7 @@
 // so a run killed at any moment leaves the previous checkpoint intact and loadable.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -39,6 +40,15 @@ struct RetentionPolicy {
 // checkpoints the retention policy no longer keeps. Returns the checkpoint directory.
 std::string save_checkpoint(const std::string& run_dir, const CheckpointContents& c,
                             RetentionPolicy keep = {});
+
+// The same checkpoint written by `ranks` processes at once (collective: every rank calls it;
+// `barrier` synchronises them all). Each rank passes the tensors it saves; every tensor of the
+// model must be passed by exactly one rank (global names, so the layout is not in the files).
+// Rank r writes MODEL/OPTIMIZER-0000(r+1)-of-0000R.safetensors; rank 0 writes the index files and
+// state.json, then renames the directory into place as save_checkpoint does. Returns the
+// checkpoint directory on every rank.
+std::string save_checkpoint_sharded(const std::string& run_dir, const CheckpointContents& c, int rank, int ranks,
+                                    const std::function<void()>& barrier, RetentionPolicy keep = {});
 
 // RUN_DIR/checkpoints/step_00001200
 std::string checkpoint_dir(const std::string& run_dir, int64_t step);

@@ -27,7 +27,7 @@ void Attention::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count(), C = s_.dim, H = s_.n_heads, D = s_.head_dim();
   const Shape heads{mb.B, mb.T, H, D};
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, C});
   ops::copy(st.x, x);
   st.rstd = buffer({N});

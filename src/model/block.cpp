@@ -40,7 +40,7 @@ void BlockBuilder::add_block(std::vector<std::unique_ptr<Layer>>& out, const std
 
   std::unique_ptr<Layer> ffn;
   if (moe) {
-    auto f = std::make_unique<Moe>(p + ".ffn", cfg.dim, cfg.moe, eps);
+    auto f = std::make_unique<Moe>(p + ".ffn", cfg.dim, cfg.moe, eps, ep);
     f->init(seed, std, out_std);
     ffn = std::move(f);
   } else {

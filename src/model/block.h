@@ -11,9 +11,12 @@
 
 namespace bk {
 
+class Communicator;
+
 struct BlockBuilder {
   const ModelConfig& cfg;
   uint64_t seed;
+  Communicator* ep = nullptr;  // the expert-parallel group MoE layers split their experts over
   int next_sublayer = 0;  // index of the next sublayer (hc's initial H_pre = e_(index mod n))
 
   // Appends the two connected sublayers of block `prefix` ("layers.3", "mtp.0") to out.

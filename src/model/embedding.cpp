@@ -14,7 +14,7 @@ Tensor token_view(const MicroBatch& mb) {
 
 void Embedding::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   ops::embedding_forward(y, token_view(mb), table_.value);
-  if (!mb.keep) return;
+  if (!mb.saves()) return;
   Saved& st = saved_.put(mb.id);
   st.tokens = Buffer({mb.tokens_count()}, DType::i32);
   ops::copy(st.tokens, token_view(mb));

@@ -8,7 +8,7 @@ Ffn::Ffn(const std::string& prefix, int64_t dim, int64_t hidden, float norm_eps)
 void Ffn::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count();
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
   st.rstd = buffer({N});

@@ -7,7 +7,7 @@ namespace bk {
 void Head::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count(), C = x.size(1), V = hw_->w.value.shape()[0];
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, C});
   ops::copy(st.x, x);
   st.rstd = buffer({N});

@@ -93,7 +93,7 @@ void HyperConnection::coefficients(Saved& st, int64_t N) {
 void HyperConnection::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count();
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = copy_of(x.view({N, n_, dim_}));
   coefficients(st, N);
 
@@ -109,6 +109,21 @@ void HyperConnection::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     probe_.h_post = copy_of(st.h_post);
     probe_.h_res = copy_of(st.h_res);
   }
+  if (light_ && mb.saves()) {  // keep F's output only; rebuild() restores the rest
+    Buffer f = std::move(st.f);
+    st = Saved{};
+    st.f = std::move(f);
+  }
+}
+
+// The same operations on the same input as forward, so the rebuilt state has the same bits.
+void HyperConnection::rebuild(const MicroBatch& mb, Tensor x, Tensor y) {
+  BK_CHECK(light_, "{}: rebuild() without a light forward", name_);
+  const int64_t N = mb.tokens_count();
+  Saved& st = saved_.at(mb.id);
+  st.x = copy_of(x.view({N, n_, dim_}));
+  coefficients(st, N);
+  ops::stream_post_res_forward(y.view({N, n_, dim_}), st.x, st.f, st.h_res, st.h_post);
 }
 
 void HyperConnection::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {

@@ -32,6 +32,11 @@ class HyperConnection : public Layer, public ConnectorProbe {
   int64_t out_width() const override { return n_ * dim_; }
   const ConnectorCoefficients& probed() const override { return probe_; }
   std::vector<Layer*> children() override { return {f_.get()}; }
+  // recompute: mhc. A light forward keeps only F's output (C per token); rebuild() restores the
+  // stream state, coefficients and their intermediates from this connector's input X, without
+  // running F again (the runner in layer_stack.h keeps X at the start of each block).
+  void set_light(bool on) { light_ = on; }
+  void rebuild(const MicroBatch& mb, Tensor x, Tensor y) override;
 
  private:
   struct Saved {
@@ -40,6 +45,7 @@ class HyperConnection : public Layer, public ConnectorProbe {
     Buffer dlogits, dh_pre, dh_post, dh_res;  // from backward_input, for the weight gradients
   };
   void coefficients(Saved& st, int64_t N);
+  bool light_ = false;
 
   std::string name_;
   std::unique_ptr<Layer> f_;

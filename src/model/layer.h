@@ -27,8 +27,14 @@ struct MicroBatch {
   float loss_scale = 1.0f;            // d(objective)/d(per-token loss), e.g. 1/tokens per step
   bool keep = true;                   // false: forward only (evaluation), nothing is saved
   bool probe = false;                 // connectors record their coefficients (diagnostics)
+  // Recomputation (layer_stack.h): a training forward whose state is rebuilt in backward saves
+  // nothing now (discard); the backward-time re-run saves it but counts nothing again.
+  bool discard = false;
+  bool recompute = false;
 
   int64_t tokens_count() const { return int64_t(B) * T; }
+  bool saves() const { return keep && !discard; }      // layers keep state for the backward
+  bool counts() const { return keep && !recompute; }   // statistics of a training micro-batch
 };
 
 class Layer {
@@ -47,6 +53,11 @@ class Layer {
   // Layers this one runs inside it (a connector's sublayer, the MTP modules' layers), so the
   // model can find every MoE layer.
   virtual std::vector<Layer*> children() { return {}; }
+  // recompute: mhc. Restores the state a light forward dropped, from the layer's input x, and
+  // writes y as forward did, without re-running anything expensive (hyper_connection.h).
+  virtual void rebuild(const MicroBatch& mb, Tensor x, Tensor y) {
+    BK_FAIL("{}: this layer cannot be rebuilt for recompute: mhc", name());
+  }
 
  protected:
   Buffer buffer(Shape s) const { return Buffer(s, dtype_); }
@@ -58,6 +69,7 @@ template <typename Saved>
 class PerMicroBatch {
  public:
   Saved& put(int mb) { return map_[mb] = Saved{}; }
+  Saved& get_or_put(int mb) { return map_[mb]; }
   Saved& at(int mb) {
     auto it = map_.find(mb);
     BK_CHECK(it != map_.end(), "no saved activations for micro-batch {} (backward before forward?)", mb);

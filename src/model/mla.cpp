@@ -53,7 +53,7 @@ void Mla::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count(), NH = N * H_;
   const Shape q_heads{mb.B, mb.T, H_, qk()};
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
   st.rstd = buffer({N});

@@ -1,21 +1,24 @@
 #include "model/model.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/buffer.h"
 #include "model/block.h"
 #include "model/embedding.h"
 #include "model/head.h"
+#include "model/hyper_connection.h"
 #include "model/layer_stack.h"
 #include "model/model_plan.h"
 #include "model/mtp.h"
+#include "model/residual.h"
 #include "model/streams.h"
 
 namespace bk {
 
-Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
+Model::Model(const ModelConfig& cfg, uint64_t seed, Communicator* ep) : cfg_(cfg) {
   const int64_t n = cfg.streams();
-  BlockBuilder blocks{cfg, seed};
+  BlockBuilder blocks{cfg, seed, ep};
 
   auto embed = std::make_unique<Embedding>(cfg.vocab_size, cfg.dim);
   embed->init(seed, cfg.init_std);
@@ -35,13 +38,40 @@ Model::Model(const ModelConfig& cfg, uint64_t seed) : cfg_(cfg) {
 
 double Model::forward(const MicroBatch& mb) {
   // The embedding ignores its input; the head outputs one loss per token.
-  return sum_losses(forward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_)));
+  return sum_losses(forward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), &recompute_));
 }
 
 void Model::backward(const MicroBatch& mb) {
   // The head is the root (it seeds its own gradient); the embedding has no input gradient.
-  backward_input_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), 1);
-  backward_weight_layers(layers_, mb);
+  backward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), 1, &recompute_);
+}
+
+void Model::set_recompute(const std::string& mode, int block, int num_stages) {
+  Recompute rc;
+  rc.mode = parse_recompute_mode(mode);
+  // The sublayers of the main stack: the connector layers (Residual or HyperConnection).
+  std::vector<size_t> sub;
+  for (size_t i = 0; i < layers_.size(); ++i)
+    if (dynamic_cast<Residual*>(layers_[i].get()) || dynamic_cast<HyperConnection*>(layers_[i].get()))
+      sub.push_back(i);
+  BK_CHECK(num_stages >= 1 && sub.size() % size_t(num_stages) == 0,
+           "recompute: {} pipeline stages do not divide the {} sublayers", num_stages, sub.size());
+  const size_t per_stage = sub.size() / size_t(num_stages);
+  BK_CHECK(block >= 0 && size_t(block) <= per_stage,
+           "training.recompute_block = {}: a block holds 1 to {} sublayers (one pipeline stage's; blocks never "
+           "cross a stage), or 0 for one block per stage", block, per_stage);
+  BK_CHECK(rc.mode != Recompute::Mode::mhc || cfg_.streams() > 1,
+           "training.recompute: mhc rebuilds the hyper-connection intermediates, but model.residual.mode is "
+           "baseline; use none or full");
+  if (rc.mode != Recompute::Mode::none) {
+    const size_t k = block == 0 ? per_stage : size_t(block);
+    for (size_t stage = 0; stage < sub.size(); stage += per_stage)
+      for (size_t b = stage; b < stage + per_stage; b += k)  // sublayers are adjacent layers
+        rc.blocks.emplace_back(sub[b], sub[std::min(b + k, stage + per_stage) - 1] + 1);
+  }
+  for (size_t i : sub)
+    if (auto* h = dynamic_cast<HyperConnection*>(layers_[i].get())) h->set_light(rc.mode == Recompute::Mode::mhc);
+  recompute_ = std::move(rc);
 }
 
 ParamList Model::params() {
@@ -57,10 +87,10 @@ void Model::to(DType dtype) {
   for (Param* p : params()) p->to(dtype);
 }
 
-std::vector<Moe*> Model::moe_layers() const {
+std::vector<Moe*> Model::moe_layers(size_t first, size_t end) const {
   std::vector<Moe*> out;
   std::vector<Layer*> todo;
-  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) todo.push_back(it->get());
+  for (size_t i = std::min(end, layers_.size()); i-- > first;) todo.push_back(layers_[i].get());
   while (!todo.empty()) {  // depth first, in model order
     Layer* l = todo.back();
     todo.pop_back();
@@ -68,6 +98,13 @@ std::vector<Moe*> Model::moe_layers() const {
     auto kids = l->children();
     for (auto it = kids.rbegin(); it != kids.rend(); ++it) todo.push_back(*it);
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> Model::state(size_t first, size_t end) {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (Moe* m : moe_layers(first, end))
+    for (auto& s : m->state()) out.push_back(s);
   return out;
 }
 
@@ -83,9 +120,9 @@ double Model::take_mtp_loss() {
   return mtp ? mtp->take_loss() : 0.0;
 }
 
-std::vector<MoeStats> Model::end_step(double bias_update_speed) {
+std::vector<MoeStats> Model::end_step(double bias_update_speed, Communicator* data) {
   std::vector<MoeStats> out;
-  for (Moe* m : moe_layers()) out.push_back(m->end_step(bias_update_speed));
+  for (Moe* m : moe_layers()) out.push_back(m->end_step(bias_update_speed, data));
   return out;
 }
 

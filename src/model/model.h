@@ -12,26 +12,42 @@
 #include "config/config.h"
 #include "model/connector_probe.h"
 #include "model/layer.h"
+#include "model/layer_stack.h"
 #include "model/moe.h"
 
 namespace bk {
 
+class Communicator;
+
 class Model {
  public:
-  Model(const ModelConfig& cfg, uint64_t seed);
+  // ep: the expert-parallel group; each MoE layer holds only its share of the routed experts.
+  // nullptr: one process holds them all.
+  Model(const ModelConfig& cfg, uint64_t seed, Communicator* ep = nullptr);
 
   // Runs every layer forward on mb; returns the sum of the per-token losses (in double).
   double forward(const MicroBatch& mb);
-  // Input gradients through every layer in reverse, then every weight gradient (accumulated).
+  // Every layer in reverse: its input gradient, then its weight gradient (accumulated), so its
+  // saved state is freed at once (layer_stack.h backward_layers).
   void backward(const MicroBatch& mb);
+
+  // Selective recomputation (layer_stack.h, docs/recompute.md) over blocks of `block` consecutive
+  // sublayers (attention or FFN with its connector) of the main stack, cut inside each of
+  // num_stages equal pipeline stages; block 0 = one block per stage. mhc needs connectors.
+  void set_recompute(const std::string& mode, int block, int num_stages = 1);
+  Recompute& recompute() { return recompute_; }
+  // Model state (MoE routing biases) of the layers [first, end) of layers(), by global name.
+  std::vector<std::pair<std::string, Tensor>> state(size_t first, size_t end);
 
   ParamList params();
   // Converts parameters and activations to f32 or f64 (f64: finite-difference checks).
   void to(DType dtype);
   // Model state that is not a parameter (the MoE routing biases), by global name.
   std::vector<std::pair<std::string, Tensor>> state();
-  // After an optimizer step: each MoE layer's statistics and its routing-bias update.
-  std::vector<MoeStats> end_step(double bias_update_speed);
+  // After an optimizer step: each MoE layer's statistics and its routing-bias update. data: the
+  // ranks that share the global batch (loads are summed over them so every replica applies the
+  // same update); nullptr for one process.
+  std::vector<MoeStats> end_step(double bias_update_speed, Communicator* data = nullptr);
   // Mean MTP loss (mean over depths of each depth's mean cross-entropy) over the training
   // micro-batches since the last call; 0 without MTP.
   double take_mtp_loss();
@@ -51,7 +67,8 @@ class Model {
   ModelConfig cfg_;
   DType dtype_ = DType::f32;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<Moe*> moe_layers() const;
+  Recompute recompute_;
+  std::vector<Moe*> moe_layers(size_t first = 0, size_t end = SIZE_MAX) const;
 };
 
 }  // namespace bk

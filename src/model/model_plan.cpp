@@ -166,6 +166,8 @@ ModelCounts count_model(const ModelConfig& m) {
     s.connector = conn.params;
     s.saved = f.saved;
     s.saved += conn.saved;
+    s.connector_saved = conn.saved;
+    s.stream_width = double(m.streams() * C);
     s.estimated = f.estimated;
     c.estimates = c.estimates || f.estimated;
     c.connectors += conn.params;
@@ -263,12 +265,34 @@ std::vector<StagePlan> plan_stages(const ModelCounts& counts, const ModelConfig&
     StagePlan st;
     st.first = s * per;
     st.end = (s + 1) * per;
+    // Recomputation (docs/recompute.md): blocks of k sublayers inside the stage keep their input
+    // (n C per token); mhc keeps F's saved state and output, full nothing else; one block's full
+    // state exists again while its backward runs.
+    const bool rc = L.recompute != "none";
+    const int k = L.recompute_block > 0 ? std::min(L.recompute_block, per) : per;
     ActivationCount saved;
+    double block_extra = 0, worst_extra = 0;  // a block's rebuilt state beyond what it keeps
     for (int i = st.first; i < st.end; ++i) {
-      st.params += counts.sublayers[i].params;
-      st.expert_params += counts.sublayers[i].expert_params;
-      saved += counts.sublayers[i].saved;
+      const SublayerCount& sub = counts.sublayers[i];
+      st.params += sub.params;
+      st.expert_params += sub.expert_params;
+      if ((i - st.first) % k == 0) {
+        if (rc) saved.act += sub.stream_width;
+        block_extra = 0;
+      }
+      ActivationCount kept = sub.saved;
+      if (L.recompute == "mhc") {
+        kept.act -= sub.connector_saved.act - double(m.dim);  // F's output stays
+        kept.f32 -= sub.connector_saved.f32;
+        kept.i32 -= sub.connector_saved.i32;
+      } else if (L.recompute == "full") {
+        kept = {};
+      }
+      saved += kept;
+      block_extra += sub.saved.bytes(L.act_bytes) - kept.bytes(L.act_bytes);
+      worst_extra = std::max(worst_extra, block_extra);
     }
+    st.rebuild_bytes = worst_extra * tokens;
     if (s == 0) {
       st.params += counts.first_stage_params;
       saved += counts.embedding_saved;
@@ -287,7 +311,7 @@ std::vector<StagePlan> plan_stages(const ModelCounts& counts, const ModelConfig&
         p * optimizer_state_bytes(L.act_bytes) / L.dp;
     st.saved_bytes_per_microbatch = saved.bytes(L.act_bytes) * tokens;
     st.in_flight = std::min(L.pp - s, L.num_microbatches);
-    st.activation_bytes = st.in_flight * st.saved_bytes_per_microbatch;
+    st.activation_bytes = st.in_flight * st.saved_bytes_per_microbatch + st.rebuild_bytes;
     out.push_back(st);
   }
   return out;

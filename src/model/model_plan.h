@@ -46,6 +46,8 @@ struct SublayerCount {
   int64_t matmul_active = 0;   // active 2-D weights (the FLOPs)
   int64_t connector = 0;       // the connector's coefficient parameters
   ActivationCount saved;       // per token, connector included
+  ActivationCount connector_saved;  // the connector's part of `saved` (X, F's output, coefficients)
+  double stream_width = 0;     // n * C: a recompute block's saved input per token
   bool estimated = false;      // the layer's Saved struct was not available: an estimate
 };
 
@@ -85,6 +87,8 @@ struct Layout {
   int micro_batch_size = 1;   // sequences per micro-batch
   int num_microbatches = 1;   // per optimizer step and data-parallel replica
   int act_bytes = 2;          // 2: bf16 activations and weights; 4: f32
+  std::string recompute = "none";  // training.recompute: none | mhc | full
+  int recompute_block = 0;         // sublayers per block; 0 = the stage
 };
 
 struct StagePlan {
@@ -94,9 +98,10 @@ struct StagePlan {
   int64_t params_per_rank = 0;   // non-expert + experts / ep
   double state_bytes = 0;        // weights + grads + fp32 master (bf16 only) + 2 Adam moments, per rank
   double state_bytes_zero1 = 0;  // the same with the optimizer state sharded over dp (ZeRO-1)
-  double saved_bytes_per_microbatch = 0;
+  double saved_bytes_per_microbatch = 0;  // held from forward to backward (after recomputation)
+  double rebuild_bytes = 0;      // recompute: what rebuilding the largest block adds, for one micro-batch
   int in_flight = 0;             // micro-batches whose activations are held at the peak (1F1B)
-  double activation_bytes = 0;   // peak: in_flight * saved_bytes_per_microbatch
+  double activation_bytes = 0;   // peak: in_flight * saved_bytes_per_microbatch + rebuild_bytes
 };
 
 // Equal contiguous split of the sublayer list over pp stages under 1F1B (stage s holds

@@ -4,10 +4,11 @@
 #include <cmath>
 
 #include "kernels/ops.h"
+#include "parallel/self_communicator.h"
 
 namespace bk {
 
-Moe::Moe(const std::string& prefix, int64_t dim, const MoeConfig& cfg, float norm_eps)
+Moe::Moe(const std::string& prefix, int64_t dim, const MoeConfig& cfg, float norm_eps, Communicator* ep)
     : prefix_(prefix),
       dim_(dim),
       cfg_(cfg),
@@ -15,10 +16,16 @@ Moe::Moe(const std::string& prefix, int64_t dim, const MoeConfig& cfg, float nor
       router_(prefix + ".router.weight", {cfg.routed_experts, dim}, true),
       bias_({cfg.routed_experts}),
       step_load_(size_t(cfg.routed_experts), 0.0) {
+  if (!ep) self_ = std::make_unique<SelfCommunicator>();
+  ep_ = ep ? ep : self_.get();
+  owned_ = owned_experts(cfg.routed_experts, ep_->rank(), ep_->size());
   if (cfg.shared_experts > 0)
     shared_ = SwiGluMlp(prefix + ".shared", dim, int64_t(cfg.shared_experts) * cfg.moe_inter_dim);
-  for (int e = 0; e < cfg.routed_experts; ++e)
+  // Global expert ids in the names: a checkpoint does not depend on the ep layout.
+  for (int64_t e = owned_.first; e < owned_.first + owned_.count; ++e) {
     experts_.emplace_back(prefix + ".experts." + std::to_string(e), dim, cfg.moe_inter_dim);
+    for (Param* p : experts_.back().params()) p->expert = true;
+  }
 }
 
 ParamList Moe::params() {
@@ -41,15 +48,10 @@ void Moe::set_dtype(DType t) {
   bias_ = bias_.to(t);
 }
 
-Tensor Moe::expert_rows(Tensor t, const Buffer& offsets, int e) {
-  const int32_t* off = offsets.ptr<int32_t>();
-  return t.rows(off[e], off[e + 1]);
-}
-
 void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count(), E = cfg_.routed_experts, K = cfg_.top_k, F = cfg_.moe_inter_dim;
   Saved local;
-  Saved& st = mb.keep ? saved_.put(mb.id) : local;
+  Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
   st.rstd = buffer({N});
@@ -68,19 +70,26 @@ void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   st.offsets = Buffer({E + 1}, DType::i32);
   ops::moe_plan(st.rows, st.offsets, st.idx);
 
-  // Routed experts on their contiguous rows, then back to token order weighted by the gates.
-  st.x_perm = buffer({N * K, dim_});
-  ops::moe_permute(st.x_perm, st.n, st.rows);
-  st.gate_p = buffer({N * K, F});
-  st.up_p = buffer({N * K, F});
-  st.h_p = buffer({N * K, F});
-  st.y_perm = buffer({N * K, dim_});
-  for (int e = 0; e < E; ++e) {
-    const Tensor xr = expert_rows(st.x_perm, st.offsets, e);
-    if (xr.size(0) == 0) continue;
-    experts_[e].forward(xr, expert_rows(st.gate_p, st.offsets, e), expert_rows(st.up_p, st.offsets, e),
-                        expert_rows(st.h_p, st.offsets, e), expert_rows(st.y_perm, st.offsets, e));
+  // Rows grouped by expert go to the experts' ranks, each local expert runs on its contiguous
+  // rows, the outputs come back in plan order and return to token order weighted by the gates.
+  Buffer x_perm = buffer({N * K, dim_});
+  ops::moe_permute(x_perm, st.n, st.rows);
+  st.exchange = ExpertExchange(*ep_, E, st.offsets.ptr<int32_t>());
+  const ExpertExchange& xc = st.exchange;
+  const int64_t L = xc.local_rows();
+  st.x_loc = buffer({L, dim_});
+  xc.dispatch(st.x_loc, x_perm);
+  st.gate_p = buffer({L, F});
+  st.up_p = buffer({L, F});
+  st.h_p = buffer({L, F});
+  Buffer y_loc = buffer({L, dim_});
+  for (int i = 0; i < int(experts_.size()); ++i) {
+    auto rows = [&](const Buffer& b) { return expert_rows(b, xc, i); };
+    if (xc.local_begin(i) == xc.local_end(i)) continue;
+    experts_[i].forward(rows(st.x_loc), rows(st.gate_p), rows(st.up_p), rows(st.h_p), rows(y_loc));
   }
+  st.y_perm = buffer({N * K, dim_});
+  xc.combine(st.y_perm, y_loc);
   ops::moe_unpermute(y, st.y_perm, st.gates, st.rows);
 
   if (cfg_.shared_experts > 0) {
@@ -93,7 +102,7 @@ void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     ops::add_inplace(y, ys);
   }
 
-  if (mb.keep) {  // a training micro-batch: count its loads for balancing and the metrics
+  if (mb.counts()) {  // a training micro-batch: count its loads for balancing and the metrics
     const int32_t* off = st.offsets.ptr<int32_t>();
     for (int e = 0; e < E; ++e) step_load_[e] += off[e + 1] - off[e];
     if (cfg_.balance_loss_weight > 0)
@@ -111,22 +120,27 @@ void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   st.dn = buffer({N, dim_});
   Buffer part = buffer({N, dim_});
 
-  // Routed experts: back through the unpermute (to the experts' outputs and the gates), each
-  // expert, and the permute.
-  st.dy_perm = buffer({N * K, dim_});
+  // Routed experts: back through the unpermute (to the experts' outputs and the gates), to the
+  // experts' ranks, through each local expert, back to this rank, and through the permute.
+  Buffer dy_perm = buffer({N * K, dim_});
   Buffer dgates = buffer({N, K});
-  ops::moe_unpermute_backward(st.dy_perm, dgates, dy, st.y_perm, st.gates, st.rows);
-  st.dgate_p = buffer({N * K, F});
-  st.dup_p = buffer({N * K, F});
-  Buffer dx_perm = buffer({N * K, dim_});
-  Buffer dh_tmp = buffer({N * K, F}), dx_tmp = buffer({N * K, dim_});
-  for (int e = 0; e < E; ++e) {
-    const Tensor r = expert_rows(st.x_perm, st.offsets, e);
-    if (r.size(0) == 0) continue;
-    auto rows = [&](const Buffer& b) { return expert_rows(b, st.offsets, e); };
-    experts_[e].backward_input(rows(st.dy_perm), rows(st.gate_p), rows(st.up_p), rows(st.dgate_p),
-                               rows(st.dup_p), rows(dx_perm), rows(dh_tmp), rows(dx_tmp));
+  ops::moe_unpermute_backward(dy_perm, dgates, dy, st.y_perm, st.gates, st.rows);
+  const ExpertExchange& xc = st.exchange;
+  const int64_t L = xc.local_rows();
+  st.dy_loc = buffer({L, dim_});
+  xc.dispatch(st.dy_loc, dy_perm);
+  st.dgate_p = buffer({L, F});
+  st.dup_p = buffer({L, F});
+  Buffer dx_loc = buffer({L, dim_});
+  Buffer dh_tmp = buffer({L, F}), dx_tmp = buffer({L, dim_});
+  for (int i = 0; i < int(experts_.size()); ++i) {
+    if (xc.local_begin(i) == xc.local_end(i)) continue;
+    auto rows = [&](const Buffer& b) { return expert_rows(b, xc, i); };
+    experts_[i].backward_input(rows(st.dy_loc), rows(st.gate_p), rows(st.up_p), rows(st.dgate_p), rows(st.dup_p),
+                               rows(dx_loc), rows(dh_tmp), rows(dx_tmp));
   }
+  Buffer dx_perm = buffer({N * K, dim_});
+  xc.combine(dx_perm, dx_loc);
   ops::moe_permute_backward(st.dn, dx_perm, st.rows);
 
   // Router: gates (and the balance loss) -> logits -> its input.
@@ -154,11 +168,10 @@ void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
 
 void Moe::backward_weight(const MicroBatch& mb) {
   Saved& st = saved_.at(mb.id);
-  for (int e = 0; e < cfg_.routed_experts; ++e) {
-    auto rows = [&](const Buffer& b) { return expert_rows(b, st.offsets, e); };
-    if (rows(st.x_perm).size(0) == 0) continue;
-    experts_[e].backward_weight(rows(st.x_perm), rows(st.h_p), rows(st.dy_perm), rows(st.dgate_p),
-                                rows(st.dup_p));
+  for (int i = 0; i < int(experts_.size()); ++i) {
+    if (st.exchange.local_begin(i) == st.exchange.local_end(i)) continue;
+    auto rows = [&](const Buffer& b) { return expert_rows(b, st.exchange, i); };
+    experts_[i].backward_weight(rows(st.x_loc), rows(st.h_p), rows(st.dy_loc), rows(st.dgate_p), rows(st.dup_p));
   }
   ops::linear_backward_weight(router_.grad, st.dlogits, st.n);
   if (cfg_.shared_experts > 0) shared_.backward_weight(st.n, st.s_h, st.dy, st.ds_gate, st.ds_up);
@@ -166,7 +179,19 @@ void Moe::backward_weight(const MicroBatch& mb) {
   saved_.drop(mb.id);
 }
 
-MoeStats Moe::end_step(double gamma) {
+MoeStats Moe::end_step(double gamma, Communicator* data) {
+  if (data && data->size() > 1) {
+    // Global loads (and balance-loss sums): every replica applies the same bias update.
+    Buffer sums({int64_t(step_load_.size()) + 2}, DType::f64);
+    double* p = sums.ptr<double>();
+    std::copy(step_load_.begin(), step_load_.end(), p);
+    p[step_load_.size()] = step_balance_;
+    p[step_load_.size() + 1] = double(step_tokens_);
+    data->all_reduce_sum(sums);
+    std::copy(p, p + step_load_.size(), step_load_.begin());
+    step_balance_ = p[step_load_.size()];
+    step_tokens_ = int64_t(p[step_load_.size() + 1]);
+  }
   MoeStats s;
   s.name = prefix_;
   s.load = step_load_;

@@ -14,6 +14,9 @@ struct Param {
   Buffer value;
   Buffer grad;        // accumulated over the micro-batches of a step
   bool decay = true;  // AdamW weight decay applies (false for norms, biases, static coefficients)
+  // A routed expert's weight: held by one rank of the ep group (replicated over dp only), so its
+  // gradient is summed over the dp group instead of all the ranks that share the batch.
+  bool expert = false;
 
   Param() = default;
   Param(std::string n, Shape shape, bool decay_) : name(std::move(n)), value(shape), grad(shape), decay(decay_) {}

@@ -43,6 +43,9 @@ class Communicator {
                             const std::vector<int64_t>& send_rows) = 0;
   virtual void broadcast(Tensor t, int root) = 0;
   virtual void barrier() = 0;
+  // Lets posted transfers advance without waiting on any of them; safe to call from another
+  // thread while this one communicates (the pipeline's progress thread). Default: nothing to do.
+  virtual void progress() {}
   // Collective over this communicator: ranks with the same color form a new communicator,
   // ordered by key (ties by rank here).
   virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;

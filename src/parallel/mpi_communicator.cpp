@@ -252,6 +252,17 @@ void MpiCommunicator::broadcast(Tensor t, int root) {
 
 void MpiCommunicator::barrier() { BK_MPI_CHECK(MPI_Barrier(comm_)); }
 
+void MpiCommunicator::progress() {
+  static const bool multiple = [] {
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    return level >= MPI_THREAD_MULTIPLE;
+  }();
+  if (!multiple) return;
+  int flag = 0;
+  MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, comm_, &flag, MPI_STATUS_IGNORE);
+}
+
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key) const {
   BK_CHECK(color >= 0, "split: color must be non-negative, got {}", color);
   MPI_Comm c;

@@ -68,6 +68,9 @@ class MpiCommunicator final : public Communicator {
                     const std::vector<int64_t>& send_rows) override;
   void broadcast(Tensor t, int root) override;
   void barrier() override;
+  // MPI_Iprobe drives the progress engine without touching any request (only when MPI runs with
+  // MPI_THREAD_MULTIPLE, since it is meant for another thread).
+  void progress() override;
   std::unique_ptr<Communicator> split(int color, int key) const override;
 
  private:

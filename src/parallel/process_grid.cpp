@@ -53,6 +53,7 @@ ProcessGrid::ProcessGrid(const Communicator& world, GridShape shape) : shape_(sh
   pp_ = world.split(c.ep + g.ep * c.dp, c.pp);
   ep_ = world.split(c.dp + g.dp * c.pp, c.ep);
   dp_ = world.split(c.ep + g.ep * c.pp, c.dp);
+  data_ = world.split(c.pp, c.ep + g.ep * c.dp);
 }
 
 }  // namespace bk

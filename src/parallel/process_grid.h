@@ -46,11 +46,16 @@ class ProcessGrid {
   Communicator& pp_group() const { return *pp_; }  // same (ep, dp): the pipeline stages
   Communicator& ep_group() const { return *ep_; }  // same (pp, dp): the expert all-to-all
   Communicator& dp_group() const { return *dp_; }  // same (pp, ep): gradient reductions
+  // Same pp: the ep x dp ranks that each take a slice of the global batch and hold replicas of
+  // every non-expert parameter. Its rank is data_rank() (ep fastest, as in the world).
+  Communicator& data_group() const { return *data_; }
+  int data_rank() const { return coord_.ep + shape_.ep * coord_.dp; }
+  int data_size() const { return shape_.ep * shape_.dp; }
 
  private:
   GridShape shape_;
   GridCoord coord_;
-  std::unique_ptr<Communicator> pp_, ep_, dp_;
+  std::unique_ptr<Communicator> pp_, ep_, dp_, data_;
 };
 
 }  // namespace bk

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <sys/resource.h>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 
@@ -10,20 +12,86 @@
 
 namespace bk {
 
-MetricsLog::MetricsLog(const std::string& path) {
-  if (path.empty()) return;
-  out_.open(path, std::ios::app);
-  BK_CHECK(out_.good(), "cannot open metrics file {}", path);
+MetricsLog::MetricsLog(const std::string& path, const std::string& tensorboard_dir, int64_t first_step) {
+  if (!path.empty()) {
+    out_.open(path, std::ios::app);
+    BK_CHECK(out_.good(), "cannot open metrics file {}", path);
+  }
+  if (!tensorboard_dir.empty()) {
+    tb_ = std::make_unique<TensorBoardWriter>(tensorboard_dir);
+    tb_->write_session_start(first_step);
+  }
+}
+
+MetricsLog::~MetricsLog() = default;
+
+std::string MetricsLog::tensorboard_file() const { return tb_ ? tb_->path() : std::string(); }
+
+double peak_rss_gb() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) * 1024.0 / double(1 << 30);  // Linux: ru_maxrss in KiB
+}
+
+namespace {
+// Sublayer l of the connector statistics: block l / 2, attention when l is even, else FFN.
+std::string sublayer_name(size_t l) { return fmt::format("layers.{}.{}", l / 2, l % 2 == 0 ? "attn" : "ffn"); }
+
+const std::vector<std::pair<const char*, std::vector<double> ConnectorStats::*>> kConnectorVectors = {
+    {"h_res_diag", &ConnectorStats::h_res_diag}, {"row_err", &ConnectorStats::row_err},
+    {"col_err", &ConnectorStats::col_err},       {"h_pre", &ConnectorStats::h_pre},
+    {"h_post", &ConnectorStats::h_post},         {"fwd_gain", &ConnectorStats::fwd_gain},
+    {"bwd_gain", &ConnectorStats::bwd_gain},     {"comp_fwd_gain", &ConnectorStats::comp_fwd_gain},
+    {"comp_bwd_gain", &ConnectorStats::comp_bwd_gain}};
+}  // namespace
+
+Scalars tensorboard_scalars(const StepMetrics& m) {
+  Scalars s = {{"train/loss", m.loss},
+               {"train/grad_norm", m.grad_norm},
+               {"train/clip_scale", m.clip_scale},
+               {"train/lr", m.lr},
+               {"train/tokens", double(m.tokens)},
+               {"train/skipped_updates", double(m.skipped_updates)},
+               {"perf/tokens_per_s", m.tokens_per_s},
+               {"perf/ms_per_step", m.ms_per_step},
+               {"perf/mfu", m.mfu},
+               {"perf/elapsed_s", m.elapsed_s},
+               {"perf/mem_gb", m.mem_gb},
+               {"perf/act_gb", m.act_gb}};
+  if (m.val_loss) {
+    s.emplace_back("val/loss", *m.val_loss);
+    s.emplace_back("val/ppl", std::exp(*m.val_loss));
+  }
+  if (m.mtp_loss) s.emplace_back("train/mtp_loss", *m.mtp_loss);
+  if (m.connectors) {
+    const ConnectorStats& c = *m.connectors;
+    s.emplace_back("connector/amax_fwd_max", c.max_comp_fwd_gain);
+    s.emplace_back("connector/amax_bwd_max", c.max_comp_bwd_gain);
+    for (const auto& [key, member] : kConnectorVectors) {
+      const std::vector<double>& v = c.*member;
+      for (size_t l = 0; l < v.size(); ++l) s.emplace_back(fmt::format("connector/{}/{}", sublayer_name(l), key), v[l]);
+    }
+  }
+  for (const MoeStats& l : m.moe) {
+    for (const auto& [key, v] : {std::pair<const char*, double>{"load_max", l.load_max}, {"load_min", l.load_min},
+                                 {"load_cv", l.load_cv}, {"bias_min", l.bias_min}, {"bias_max", l.bias_max},
+                                 {"balance_loss", l.balance_loss}})
+      s.emplace_back(fmt::format("moe/{}/{}", l.name, key), v);
+  }
+  return s;
 }
 
 void MetricsLog::write(const StepMetrics& m) {
+  if (tb_) tb_->write_scalars(m.step, tensorboard_scalars(m));
   if (!out_.is_open()) return;
   nlohmann::ordered_json j = {
       {"step", m.step},          {"loss", m.loss},   {"grad_norm", m.grad_norm},
       {"clip_scale", m.clip_scale}, {"lr", m.lr},    {"tokens", m.tokens},
       {"tokens_per_s", m.tokens_per_s}, {"ms_per_step", m.ms_per_step}, {"mfu", m.mfu},
-      {"elapsed_s", m.elapsed_s},
+      {"elapsed_s", m.elapsed_s}, {"mem_gb", m.mem_gb}, {"act_gb", m.act_gb},
+      {"skipped_updates", m.skipped_updates},
   };
+  if (m.skipped) j["skipped"] = true;
   if (m.val_loss) {
     j["val_loss"] = *m.val_loss;
     j["val_ppl"] = std::exp(*m.val_loss);
@@ -100,9 +168,10 @@ std::string progress_line(const StepMetrics& m) {
                                         : fmt::format("{:.0f}", tps);
   const double eta = m.ms_per_step * 1e-3 * double(m.total_steps - m.step);
   const std::string mtp = m.mtp_loss ? fmt::format(" | mtp {:.4f}", *m.mtp_loss) : std::string();
-  return fmt::format("step {:>{}}/{} | loss {:.4f}{} | gnorm {:.3f}{} | lr {:.2e} | {} tok/s | {:.0f} ms | MFU {:.1f}% | eta {}",
+  const std::string skipped = m.skipped_updates > 0 ? fmt::format(" | skipped {}", m.skipped_updates) : std::string();
+  return fmt::format("step {:>{}}/{} | loss {:.4f}{} | gnorm {:.3f}{} | lr {:.2e} | {} tok/s | {:.0f} ms | MFU {:.1f}% | eta {}{}",
                      m.step, width, m.total_steps, m.loss, mtp, m.grad_norm, m.clip_scale < 1 ? "*" : "",
-                     m.lr, rate, m.ms_per_step, 100 * m.mfu, format_duration(eta));
+                     m.lr, rate, m.ms_per_step, 100 * m.mfu, format_duration(eta), skipped);
 }
 
 }  // namespace bk

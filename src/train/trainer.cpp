@@ -10,12 +10,17 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "config/load.h"
 #include "core/log.h"
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "io/data_loader.h"
+#include "parallel/data_parallel.h"
+#include "parallel/pipeline_executor.h"
+#include "parallel/process_grid.h"
+#include "parallel/self_communicator.h"
 #include "train/lr_schedule.h"
 
 namespace bk {
@@ -29,11 +34,30 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Processes in this job, from the launcher's environment (OpenMPI, Slurm, PMI).
-int launcher_world_size() {
-  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "SLURM_NTASKS"})
-    if (const char* v = std::getenv(var)) return std::atoi(v);
-  return 1;
+// Processes of this job on this node (OpenMPI, MPICH/Hydra), to share the cores among them.
+int ranks_on_this_node(int world) {
+  for (const char* var : {"OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"})
+    if (const char* v = std::getenv(var))
+      if (std::atoi(v) > 0) return std::atoi(v);
+  return world;
+}
+
+// Test hook (docs/parallelism.md): BIRKHOFF_INJECT_FAULT="RANK:STEP:throw|hang" makes that rank
+// throw, or stop responding, at the start of that step, to exercise the job's failure handling.
+void maybe_inject_fault(int rank, int64_t step) {
+  const char* spec = std::getenv("BIRKHOFF_INJECT_FAULT");
+  if (!spec) return;
+  int r = -1;
+  long long st = -1;
+  char kind[16] = {0};
+  BK_CHECK(std::sscanf(spec, "%d:%lld:%15s", &r, &st, kind) == 3,
+           "BIRKHOFF_INJECT_FAULT='{}': expected RANK:STEP:throw or RANK:STEP:hang", spec);
+  if (r != rank || st != step) return;
+  if (std::string(kind) == "hang") {
+    spdlog::warn("BIRKHOFF_INJECT_FAULT: rank {} stops responding at step {}", rank, step);
+    for (;;) std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  BK_FAIL("BIRKHOFF_INJECT_FAULT: injected failure on rank {} at step {}", rank, step);
 }
 
 // SIGINT/SIGTERM ask for a checkpoint at the next step boundary; a second one kills at once.
@@ -62,29 +86,47 @@ std::string config_hash(const std::string& text) { return fmt::format("{:016x}",
 
 }  // namespace
 
-Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_(opts) {
+Trainer::Trainer(const Config& cfg, const TrainOptions& opts, Communicator* world)
+    : cfg_(cfg), opts_(opts), guard_(cfg.training) {
+  if (!world) {
+    self_world_ = std::make_unique<SelfCommunicator>();
+    world = self_world_.get();
+  }
+  world_ = world;
+  main_rank_ = world->rank() == 0;
   const ParallelConfig& par = cfg.parallel;
-  const int world = launcher_world_size();
-  BK_CHECK(par.dp * par.pp * par.ep == world,
-           "{}: parallel.dp * parallel.pp * parallel.ep = {} * {} * {} must equal the number of processes ({})",
-           cfg.source, par.dp, par.pp, par.ep, world);
-  BK_CHECK(world == 1,
-           "{}: this version of Birkhoff trains in a single process; launch without mpirun -np > 1 "
-           "and set parallel.dp, parallel.pp and parallel.ep to 1", cfg.source);
+  BK_CHECK(par.dp * par.pp * par.ep == world->size(),
+           "{}: parallel.dp * parallel.pp * parallel.ep = {} * {} * {} = {} must equal the number of processes ({}); "
+           "launch with mpirun -np {} or change parallel.*", cfg.source, par.dp, par.pp, par.ep, par.dp * par.pp * par.ep,
+           world->size(), par.dp * par.pp * par.ep);
+  grid_ = std::make_unique<ProcessGrid>(*world, GridShape{par.pp, par.ep, par.dp});
   BK_CHECK(cfg.run.device != "cuda",
            "{}: run.device: cuda: this build runs the model on the CPU only; set run.device to cpu or auto",
            cfg.source);
 
-  const int threads = cfg.run.threads > 0 ? cfg.run.threads : omp_get_num_procs();
+  const int threads =
+      cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / ranks_on_this_node(world->size()));
   omp_set_num_threads(threads);
   openblas_set_num_threads(threads);
 
   run_dir_ = cfg_.run.dir.empty() ? (fs::path("runs") / cfg_.run.name).string() : cfg_.run.dir;
   const std::string resume_from = find_resume_checkpoint();
-  prepare_run_dir(!resume_from.empty());
-  setup_logging(cfg.logging.level, (fs::path(run_dir_) / "train.log").string());
+  if (main_rank_) prepare_run_dir(!resume_from.empty());
+  world->barrier();  // the run directory exists before any rank writes into it
+  if (world->size() == 1) {
+    setup_logging(cfg.logging.level, (fs::path(run_dir_) / "train.log").string());
+  } else {
+    // Every rank its own file; rank 0 keeps train.log and the console progress.
+    const int r = world->rank();
+    fs::create_directories(fs::path(run_dir_) / "logs");
+    setup_logging(cfg.logging.level,
+                  r == 0 ? (fs::path(run_dir_) / "train.log").string()
+                         : (fs::path(run_dir_) / "logs" / fmt::format("rank{:05d}.log", r)).string(),
+                  r);
+  }
 
-  train_data_ = std::make_unique<TokenLoader>(cfg.data.train, cfg.model.seq_len, cfg.run.seed);
+  train_data_ = std::make_unique<TokenLoader>(cfg.data.train, cfg.model.seq_len, cfg.run.seed, grid_->data_rank(),
+                                              grid_->data_size());
   BK_CHECK(int64_t(train_data_->vocab_size()) <= cfg.model.vocab_size,
            "{}: model.vocab_size is {} but the training shard {} was written with a tokenizer of {} tokens; "
            "set model.vocab_size: {}", cfg.source, cfg.model.vocab_size, cfg.data.train,
@@ -102,12 +144,33 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts) : cfg_(cfg), opts_
              cfg.source, cfg.data.val, val_data_->num_windows(), need, cfg.training.micro_batch_size);
   }
 
-  model_ = std::make_unique<Model>(cfg.model, cfg.run.seed);
-  optimizer_ = std::make_unique<AdamW>(cfg.optimizer, model_->params());
+  model_ = std::make_unique<Model>(cfg.model, cfg.run.seed, &grid_->ep_group());
+  int num_stages = 1;
+  PipelineShare share;
+  if (par.pp > 1) {
+    Schedule schedule;
+    try {
+      schedule = make_schedule(parse_schedule_kind(par.schedule), par.pp, cfg.num_microbatches());
+    } catch (const Error& e) {
+      BK_FAIL("{}: parallel.schedule {} with parallel.pp = {} and {} micro-batches per rank (training."
+              "global_batch_size / (micro_batch_size * dp * ep)): {}", cfg.source, par.schedule, par.pp,
+              cfg.num_microbatches(), e.what());
+    }
+    num_stages = schedule.num_stages;
+    pipeline_ = std::make_unique<PipelineExecutor>(*model_, std::move(schedule), grid_->pp_group());
+    share = PipelineShare{&grid_->pp_group(), pipeline_->stage_copies(), pipeline_->saves_its_stages()};
+  }
+  model_->set_recompute(cfg.training.recompute, cfg.training.recompute_block, num_stages);
+  optimizer_ = std::make_unique<DataParallelOptimizer>(cfg.optimizer, pipeline_ ? pipeline_->params() : model_->params(),
+                                                       grid_->data_group(), grid_->dp_group(), grid_->ep_group(),
+                                                       par.zero == 1, share);
   if (!resume_from.empty()) restore(resume_from);
-  write_resolved_config();
+  world->barrier();  // every rank restored (or failed) before rank 0 rewrites config.yaml
+  if (main_rank_) write_resolved_config();
   metrics_ = std::make_unique<MetricsLog>(
-      cfg.logging.jsonl ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string());
+      cfg.logging.jsonl && main_rank_ ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string(),
+      cfg.logging.tensorboard && main_rank_ ? (fs::path(run_dir_) / "tensorboard").string() : std::string(),
+      step_ + 1);
   peak_ = measure_cpu_peak();
   // The kernels parallelise with OpenMP and call BLAS single-threaded inside their own blocks;
   // an idle OpenBLAS pool would only compete for the cores.
@@ -143,6 +206,7 @@ void Trainer::prepare_run_dir(bool resuming) {
              run_dir_);
     fs::remove_all(dir / "checkpoints");
     fs::remove(dir / "metrics.jsonl");
+    fs::remove_all(dir / "tensorboard");
     fs::remove(dir / "train.log");
   }
   fs::create_directories(dir);
@@ -178,18 +242,27 @@ void Trainer::restore(const std::string& path) {
            "{}: cannot resume from {}: the model differs from the checkpoint's:{}\nset those keys back "
            "(e.g. --set key=value) or start a new run", cfg_.source, ck.dir(), shape_changes);
 
-  // All or nothing: every tensor of the model and the optimizer, and no tensor the model lacks.
-  std::vector<NamedTensor> model, optimizer;
-  for (Param* p : model_->params()) model.push_back({p->name, p->value.tensor()});
-  for (auto& [name, t] : model_->state()) model.push_back({name, t});
-  for (auto& [name, t] : optimizer_->state_tensors()) optimizer.push_back({name, t});
-  ck.read_model(model);
-  ck.read_optimizer(optimizer);
+  // All or nothing: every tensor this rank holds, read by its global name (so any layout reads
+  // any other's checkpoint), and no tensor that no rank of this job saves.
+  for (Param* p : model_->params()) ck.read_model(p->name, p->value);
+  for (auto& [name, t] : model_->state()) ck.read_model(name, t);
+  for (const NamedTensor& t : optimizer_->optimizer_state_held()) ck.read_optimizer(t.name, t.tensor);
+  Buffer counts({2}, DType::i64);
+  counts.ptr<int64_t>()[0] = int64_t(optimizer_->params_to_save().size()) +
+                             (world_->rank() == 0 ? int64_t(model_->state().size()) : 0);
+  counts.ptr<int64_t>()[1] = int64_t(optimizer_->optimizer_state_to_save().size());
+  world_->all_reduce_sum(counts);
+  BK_CHECK(counts.ptr<int64_t>()[0] == int64_t(ck.model_tensors().size()) &&
+               counts.ptr<int64_t>()[1] == int64_t(ck.optimizer_tensors().size()),
+           "{}: holds {} model and {} optimizer tensors, this model has {} and {}; was it saved from another "
+           "model shape?", ck.dir(), ck.model_tensors().size(), ck.optimizer_tensors().size(),
+           counts.ptr<int64_t>()[0], counts.ptr<int64_t>()[1]);
   try {
     optimizer_->set_steps_taken(st.at("optimizer").at("steps").get<int64_t>());
     train_data_->set_cursor(st.at("cursor").get<LoaderCursor>());
     tokens_seen_ = st.at("tokens").get<int64_t>();
     step_ = st.at("step").get<int64_t>();
+    guard_.set_skipped(st.value("skipped_updates", int64_t(0)));
   } catch (const nlohmann::json::exception& e) {
     BK_FAIL("{}: missing or malformed field: {}", where, e.what());
   }
@@ -220,9 +293,15 @@ void Trainer::print_startup_table() const {
                m.n_layers, m.dim, m.n_heads, m.ffn_dim, m.vocab_size, m.seq_len);
   spdlog::info("  parameters  {} total ({} in matrix products)", human(double(model_->num_params())),
                human(double(model_->num_matmul_params())));
-  spdlog::info("  batch       {} sequences/step = {} micro-batches x {} x dp {} | {} tokens/step",
-               t.global_batch_size, cfg_.num_microbatches(), t.micro_batch_size, cfg_.parallel.dp,
+  spdlog::info("  batch       {} sequences/step = {} micro-batches x {} x dp {} x ep {} | {} tokens/step",
+               t.global_batch_size, cfg_.num_microbatches(), t.micro_batch_size, cfg_.parallel.dp, cfg_.parallel.ep,
                tokens_per_step);
+  if (world_->size() > 1)
+    spdlog::info("  parallel    {} processes: pp {} x ep {} x dp {}{} | each MoE layer holds {} of {} routed experts "
+                 "per rank | collective timeout {:g} s | logs in {}/logs/", world_->size(), cfg_.parallel.pp,
+                 cfg_.parallel.ep, cfg_.parallel.dp, cfg_.parallel.zero ? ", ZeRO-1" : "",
+                 m.ffn == "moe" ? m.moe.routed_experts / cfg_.parallel.ep : 0, m.moe.routed_experts,
+                 cfg_.parallel.timeout_s, run_dir_);
   spdlog::info("  compute     {} FLOPs/token, {} FLOPs/step | peak {} {} FLOP/s ({})",
                human(model_->flops_per_token()), human(model_->flops_per_token() * double(tokens_per_step)),
                peak_.device, human(peak_.flops), peak_.measured ? "measured sgemm" : "datasheet");
@@ -242,54 +321,93 @@ StepMetrics Trainer::train_step(int64_t step) {
   const int M = cfg_.num_microbatches();
   const int64_t step_tokens = int64_t(t.global_batch_size) * cfg_.model.seq_len;
   const auto t0 = Clock::now();
+  maybe_inject_fault(world_->rank(), step);
+  const int64_t held_at_start = host_tensor_bytes().live;
+  reset_host_tensor_peak();
 
   train_data_->next_global_batch(t.global_batch_size);
   optimizer_->zero_grad();
   double loss_sum = 0;
-  for (int i = 0; i < M; ++i) {
-    Batch b = train_data_->micro_batch(i, t.micro_batch_size);
-    MicroBatch mb{i, b.B, b.T, b.inputs.data(), b.targets.data(), float(1.0 / double(step_tokens)), true};
-    loss_sum += model_->forward(mb);
-    model_->backward(mb);
+  const float loss_scale = float(1.0 / double(step_tokens));
+  if (pipeline_) {  // the schedule runs the micro-batches over the stages (parallel/pipeline_executor.h)
+    std::vector<Batch> batches;
+    std::vector<MicroBatch> mbs;
+    for (int i = 0; i < M; ++i) batches.push_back(train_data_->micro_batch(i, t.micro_batch_size));
+    for (int i = 0; i < M; ++i) {
+      const Batch& b = batches[size_t(i)];
+      mbs.push_back(MicroBatch{i, b.B, b.T, b.inputs.data(), b.targets.data(), loss_scale, true});
+    }
+    loss_sum = pipeline_->run(mbs).loss_sum;
+  } else {
+    for (int i = 0; i < M; ++i) {
+      Batch b = train_data_->micro_batch(i, t.micro_batch_size);
+      MicroBatch mb{i, b.B, b.T, b.inputs.data(), b.targets.data(), loss_scale, true};
+      loss_sum += model_->forward(mb);
+      model_->backward(mb);
+    }
   }
+  guard_.maybe_poison_gradients(step, model_->params());
+  optimizer_->reduce_gradients();
   StepMetrics m;
   m.step = step;
   m.total_steps = t.steps;
-  m.loss = loss_sum / double(step_tokens);
-  BK_CHECK(std::isfinite(m.loss), "step {}: training loss is {}; lower optimizer.lr or raise warmup", step, m.loss);
+  m.loss = sum_over_data_ranks(loss_sum) / double(step_tokens);
   m.grad_norm = optimizer_->grad_norm();
-  BK_CHECK(std::isfinite(m.grad_norm), "step {}: gradient norm is {}; lower optimizer.lr", step, m.grad_norm);
-  m.clip_scale = clip_scale(m.grad_norm, t.max_grad_norm);
   m.lr = learning_rate(cfg_.optimizer, step, t.steps);
-  optimizer_->step(m.lr, m.clip_scale);
-  m.moe = model_->end_step(cfg_.model.moe.bias_update_speed);
-  if (cfg_.model.mtp.depth > 0) m.mtp_loss = model_->take_mtp_loss();
+  m.skipped = !guard_.admit(step, m.loss, m.grad_norm);  // non-finite: no update (or an error)
+  m.skipped_updates = guard_.skipped();
+  m.clip_scale = m.skipped ? 0.0 : clip_scale(m.grad_norm, t.max_grad_norm);
+  if (!m.skipped) optimizer_->step(m.lr, m.clip_scale);
+  // Loads summed over every rank (data ranks split the tokens; a pipeline rank counts only its
+  // stages', DualPipe's mirror copies half each): all ranks apply the same bias update to every
+  // MoE layer, so every copy of a bias stays the same.
+  m.moe = model_->end_step(m.skipped ? 0.0 : cfg_.model.moe.bias_update_speed, world_);
+  if (cfg_.model.mtp.depth > 0) m.mtp_loss = sum_over_data_ranks(model_->take_mtp_loss()) / grid_->data_size();
 
   tokens_seen_ += step_tokens;
   m.tokens = tokens_seen_;
   const double s = seconds_since(t0);
   m.ms_per_step = 1e3 * s;
   m.tokens_per_s = double(step_tokens) / s;
-  m.mfu = peak_.flops > 0 ? model_->flops_per_token() * m.tokens_per_s / peak_.flops : 0;
+  // Against the peak of all the job's processes (each measured its own).
+  m.mfu = peak_.flops > 0 ? model_->flops_per_token() * m.tokens_per_s / (peak_.flops * world_->size()) : 0;
+  m.mem_gb = peak_rss_gb();
+  m.act_gb = double(host_tensor_bytes().peak - held_at_start) / double(1 << 30);
   return m;
+}
+
+void Trainer::prepare_local_forward() {
+  if (pipeline_) pipeline_->broadcast_weights();
 }
 
 double Trainer::evaluate() {
   BK_CHECK(val_data_, "evaluate: no validation data (data.val is empty)");
+  prepare_local_forward();
   const int B = cfg_.training.micro_batch_size;
+  // The data ranks split the batches (eval_batches is a multiple of their number, so every rank
+  // runs as many forwards: the expert all-to-alls pair up).
   double sum = 0;
   int64_t count = 0;
-  for (int i = 0; i < cfg_.training.eval_batches; ++i) {
+  for (int i = grid_->data_rank(); i < cfg_.training.eval_batches; i += grid_->data_size()) {
     Batch b = val_data_->eval_batch(i, B);
     MicroBatch mb{-1 - i, b.B, b.T, b.inputs.data(), b.targets.data(), 1.0f, false};
     sum += model_->forward(mb);
     count += mb.tokens_count();
   }
-  return sum / double(count);
+  return sum_over_data_ranks(sum) / sum_over_data_ranks(double(count));
+}
+
+double Trainer::sum_over_data_ranks(double x) const {
+  Buffer b({1}, DType::f64);
+  b.ptr<double>()[0] = x;
+  grid_->data_group().all_reduce_sum(b);
+  return b.ptr<double>()[0];
 }
 
 ConnectorStats Trainer::probe_connectors() {
-  Batch b = val_data_->eval_batch(0, cfg_.training.micro_batch_size);
+  // Every rank runs it (MoE layers exchange tokens); rank 0 reports its batch.
+  prepare_local_forward();
+  Batch b = val_data_->eval_batch(grid_->data_rank(), cfg_.training.micro_batch_size);
   MicroBatch mb{-1, b.B, b.T, b.inputs.data(), b.targets.data(), 1.0f, false, true};
   model_->forward(mb);
   return connector_stats(model_->connectors());
@@ -297,11 +415,14 @@ ConnectorStats Trainer::probe_connectors() {
 
 void Trainer::save_checkpoint_at(int64_t step, double lr) {
   if (step == last_saved_step_) return;
+  // Each tensor from one rank: parameters and moments from their owners (parallel/data_parallel.h),
+  // the MoE biases (the same on every rank) from rank 0.
   CheckpointContents ckpt;
   ckpt.step = step;
-  for (Param* p : model_->params()) ckpt.model.push_back({p->name, p->value.tensor()});
-  for (auto& [name, t] : model_->state()) ckpt.model.push_back({name, t});
-  for (auto& [name, t] : optimizer_->state_tensors()) ckpt.optimizer.push_back({name, t});
+  ckpt.model = optimizer_->params_to_save();
+  if (world_->rank() == 0)
+    for (auto& [name, t] : model_->state()) ckpt.model.push_back({name, t});
+  ckpt.optimizer = optimizer_->optimizer_state_to_save();
   const std::string config = to_yaml(cfg_);
   ckpt.state = {{"step", step},
                 {"tokens", tokens_seen_},
@@ -309,11 +430,15 @@ void Trainer::save_checkpoint_at(int64_t step, double lr) {
                 {"rng", {{"seed", cfg_.run.seed}}},  // every random stream derives from it (core/rng.h)
                 {"lr", {{"step", step}, {"value", lr}}},
                 {"optimizer", {{"steps", optimizer_->steps_taken()}}},
+                {"skipped_updates", guard_.skipped()},
                 {"config", config},
                 {"config_hash", config_hash(config)}};
   const auto t0 = Clock::now();
-  const std::string dir =
-      save_checkpoint(run_dir_, ckpt, {cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every});
+  const RetentionPolicy keep{cfg_.checkpoint.keep_last, cfg_.checkpoint.keep_every};
+  const std::string dir = world_->size() == 1
+                              ? save_checkpoint(run_dir_, ckpt, keep)
+                              : save_checkpoint_sharded(run_dir_, ckpt, world_->rank(), world_->size(),
+                                                        [this] { world_->barrier(); }, keep);
   last_saved_step_ = step;
   spdlog::info("saved checkpoint {} ({:.2f} s)", dir, seconds_since(t0));
 }
@@ -342,8 +467,8 @@ double Trainer::run() {
     }
     const bool log_step = step % t.log_interval == 0 || step == 1 || last;
     if (log_step && val_data_ && cfg_.model.streams() > 1) m.connectors = probe_connectors();
-    metrics_->write(m);
-    if (log_step) {
+    metrics_->write(m);  // a no-op on the other ranks (no files)
+    if (log_step) {  // other ranks: into their own log files
       StepMetrics shown = m;
       shown.loss = interval_loss / interval_steps;  // mean over the interval: less noisy
       spdlog::info("{}", progress_line(shown));
@@ -354,9 +479,14 @@ double Trainer::run() {
     }
     if (m.val_loss)
       spdlog::info("step {} | val loss {:.4f} | val ppl {:.2f}", step, *m.val_loss, std::exp(*m.val_loss));
-    if (const int sig = g_stop_signal.load()) {
+    // Every rank stops at the same step, whichever of them the signal reached first.
+    Buffer stop({1}, DType::i64);
+    stop.ptr<int64_t>()[0] = g_stop_signal.load();
+    world_->all_reduce_sum(stop);
+    if (stop.ptr<int64_t>()[0] != 0) {
       spdlog::warn("{} received: saving a checkpoint at step {} and exiting (resume with --resume auto)",
-                   sig == SIGINT ? "SIGINT" : "SIGTERM", step);
+                   g_stop_signal.load() == SIGINT ? "SIGINT" : g_stop_signal.load() == SIGTERM ? "SIGTERM"
+                                                                                 : "a peer rank's stop signal", step);
       save_checkpoint_at(step, m.lr);
       return last_val;
     }

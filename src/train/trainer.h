@@ -9,10 +9,15 @@
 #include "train/metrics.h"
 #include "train/optimizer.h"
 #include "train/peak_flops.h"
+#include "train/step_guard.h"
 
 namespace bk {
 
 class TokenLoader;
+class Communicator;
+class ProcessGrid;
+class DataParallelOptimizer;
+class PipelineExecutor;
 
 struct TrainOptions {
   bool overwrite = false;  // start fresh in a run directory that already has results
@@ -21,7 +26,9 @@ struct TrainOptions {
 
 class Trainer {
  public:
-  Trainer(const Config& cfg, const TrainOptions& opts);
+  // world: every process of the job (collective: all ranks construct and run the trainer);
+  // nullptr for a one-process run.
+  Trainer(const Config& cfg, const TrainOptions& opts, Communicator* world = nullptr);
   ~Trainer();
   // Runs training to cfg.training.steps; returns the last validation loss (NaN if none).
   double run();
@@ -41,15 +48,26 @@ class Trainer {
   void print_startup_table() const;
   StepMetrics train_step(int64_t step);
   void save_checkpoint_at(int64_t step, double lr);
+  // The sum of x over the ranks that share the batch, the same bits on all of them.
+  double sum_over_data_ranks(double x) const;
+  // Before a forward-only pass of the whole model on every rank (validation, connector probe):
+  // with pipeline stages, every rank's copy of the other stages is refreshed.
+  void prepare_local_forward();
 
   Config cfg_;
   TrainOptions opts_;
   std::string run_dir_;
   std::unique_ptr<TokenLoader> train_data_, val_data_;
   std::unique_ptr<Model> model_;
-  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<Communicator> self_world_;  // the world of a one-process run
+  Communicator* world_ = nullptr;
+  std::unique_ptr<ProcessGrid> grid_;
+  bool main_rank_ = true;  // world rank 0: the console, metrics, run directory and config.yaml
+  std::unique_ptr<PipelineExecutor> pipeline_;  // parallel.pp > 1: runs each step's schedule
+  std::unique_ptr<DataParallelOptimizer> optimizer_;
   std::unique_ptr<MetricsLog> metrics_;
   PeakFlops peak_;
+  StepGuard guard_;  // non-finite updates and loss spikes (train/step_guard.h)
   int64_t tokens_seen_ = 0;
   int64_t step_ = 0;              // optimizer steps done (restored on resume)
   int64_t last_saved_step_ = -1;

@@ -59,7 +59,7 @@ training:
 
 
 def make_run(dirname, name, mode, steps_total, steps_done, tps_mean, amax_rate, *, seed, config=True,
-             val_every=20, conn_every=10, partial_tail=None, crashed_attempt=None):
+             val_every=20, conn_every=10, partial_tail=None, crashed_attempt=None, moe_layers=0):
     """Writes a run directory; returns the records as they should be read back (step order)."""
     rng = random.Random(seed)
     d = os.path.join(work, dirname)
@@ -88,6 +88,15 @@ def make_run(dirname, name, mode, steps_total, steps_done, tps_mean, amax_rate, 
                          "col_err": [0.0] * SUBLAYERS, "h_pre": [0.25] * SUBLAYERS,
                          "h_post": [0.5] * SUBLAYERS, "fwd_gain": [1.0] * SUBLAYERS,
                          "bwd_gain": [1.0] * SUBLAYERS, "comp_fwd_gain": comp_f, "comp_bwd_gain": comp_b}
+        if moe_layers:  # 8 experts per layer, the spread shrinking over the steps
+            r["moe"] = []
+            for i in range(moe_layers):
+                load = [100 + rng.uniform(-1, 1) * 80 / (1 + step / 10) for _ in range(8)]
+                mean = sum(load) / 8
+                cv = math.sqrt(sum((x - mean) ** 2 for x in load) / 8) / mean
+                r["moe"].append({"layer": f"layers.{i + 1}.ffn", "load_max": max(load), "load_min": min(load),
+                                 "load_cv": cv, "bias_min": -0.01, "bias_max": 0.01, "balance_loss": 1e-4,
+                                 "load": load})
         return r
 
     lines = []
@@ -114,7 +123,10 @@ def expected_summary(recs, ref_recs):
     n = min(10, len(recs))
     val = [r["val_loss"] for r in recs if "val_loss" in r]
     conn = [r["conn"] for r in recs if "conn" in r]
-    return {"steps": recs[-1]["step"], "tokens": recs[-1]["tokens"],
+    moe = recs[-1].get("moe")
+    return {"moe_load_cv_final": sum(x["load_cv"] for x in moe) / len(moe) if moe else None,
+            "moe_load_cv_worst_final": max(x["load_cv"] for x in moe) if moe else None,
+            "moe_max_over_mean_final": max(x["load_max"] / (sum(x["load"]) / 8) for x in moe) if moe else None,"steps": recs[-1]["step"], "tokens": recs[-1]["tokens"],
             "final_train_loss": sum(r["loss"] for r in recs[-n:]) / n,
             "final_val_loss": val[-1] if val else None, "best_val_loss": min(val) if val else None,
             "amax_fwd_final": conn[-1]["amax_fwd_max"] if conn else 1.0,
@@ -129,9 +141,11 @@ def compare(*args):
     return subprocess.run(cmd, capture_output=True, text=True)
 
 
-def check_outputs(out, r, tag):
+def check_outputs(out, r, tag, moe=False):
     check(r.returncode == 0, f"{tag}: exit 0 (got {r.returncode}; stderr: {r.stderr.strip()[-500:]})")
-    for name in PNGS:
+    check(os.path.exists(os.path.join(out, "moe_load.png")) == moe,
+          f"{tag}: moe_load.png {'written' if moe else 'not written'} ({'a' if moe else 'no'} run has MoE layers)")
+    for name in PNGS + (["moe_load.png"] if moe else []):
         path = os.path.join(out, name)
         ok = os.path.isfile(path) and os.path.getsize(path) > 1000
         if ok:
@@ -153,7 +167,8 @@ def check_numbers(tag, got, label, want):
 
 # ---- runs: a baseline; hc with growing Amax (resumed after a crash); a live mhc run near 1
 base_dir, base = make_run("base", "syn-baseline", "baseline", 60, 60, 10000.0, None, seed=1)
-hc_dir, hc = make_run("hc", "syn-hc", "hc", 60, 60, 8500.0, 1.08, seed=2, crashed_attempt=(31, 35))
+hc_dir, hc = make_run("hc", "syn-hc", "hc", 60, 60, 8500.0, 1.08, seed=2, crashed_attempt=(31, 35),
+                      moe_layers=2)
 mhc_dir, mhc = make_run("mhc", "syn-mhc", "mhc", 60, 45, 8000.0, 1.0, seed=3,
                         partial_tail='{"step":46,"loss":4.1,"grad_no')
 mini_dir, mini = make_run("mini", None, "baseline", 6, 6, 5000.0, None, seed=4, config=False, val_every=0)
@@ -162,7 +177,7 @@ check(hc[-1]["conn"]["amax_fwd_max"] > 50, "synthetic hc Amax grows (sanity of t
 # 1: explicit labels, baseline not first: relative throughput is over the baseline's.
 out1 = os.path.join(work, "out1")
 r = compare(hc_dir, base_dir, mhc_dir, "--out", out1, "--labels", "H,B,M", "--smooth", "5", "--json")
-s = check_outputs(out1, r, "labels+smooth")
+s = check_outputs(out1, r, "labels+smooth", moe=True)
 rows = s["runs"]
 check(len(rows) == 3, "three rows")
 check(s["throughput_reference"]["label"] == "B", "reference is the baseline run")
@@ -177,11 +192,16 @@ with open(os.path.join(out1, "summary.md")) as f:
 check("1 (baseline)" in md and "min(10, steps)" in md, "summary.md: baseline Amax and loss window stated")
 check("baseline run" in md, "summary.md says the reference is the baseline run")
 check("| H |" in r.stdout and "| B |" in r.stdout, "table printed to stdout")
+h_row = next(line for line in md.splitlines() if line.startswith("| H |"))
+want_cv = expected_summary(hc, base)["moe_load_cv_final"]
+check(h_row.rstrip(" |").endswith(f"{want_cv:.4f}"), f"summary.md: H's expert load CV is {want_cv:.4f}: {h_row}")
+check(next(line for line in md.splitlines() if line.startswith("| B |")).rstrip().endswith("| – |"),
+      "summary.md: a dense run's expert load CV is –")
 
 # 2: no labels (run.name from config.yaml), no baseline: reference is the first run; steps on x.
 out2 = os.path.join(work, "out2")
 r = compare(mhc_dir, hc_dir, "--out", out2, "--x", "step", "--json")
-s = check_outputs(out2, r, "names+step")
+s = check_outputs(out2, r, "names+step", moe=True)
 check(s["throughput_reference"]["label"] == "syn-mhc", "reference is the first run without a baseline")
 check_numbers("2", s["runs"][0], "syn-mhc", expected_summary(mhc, mhc))
 check_numbers("2", s["runs"][1], "syn-hc", expected_summary(hc, mhc))

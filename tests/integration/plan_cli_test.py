@@ -50,7 +50,7 @@ bad = [
     (["--pp", "0"], ["--pp", ">= 1"]),
     (["--pp", "5"], ["pp = 5", "does not divide the 24 sublayers"]),
     (["--pp", "two"], ["--pp", "'two'"]),
-    (["--ep", "3"], ["ep = 3", "64 routed experts"]),
+    (["--ep", "5"], ["parallel.ep = 5", "multiple of parallel.dp * parallel.ep"]),
     (["--dtype", "fp8"], ["--dtype", "bf16 or f32"]),
     (["--dp", "3"], ["global_batch_size"]),
     (["--bogus"], ["unknown option --bogus"]),

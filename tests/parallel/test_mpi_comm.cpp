@@ -9,25 +9,17 @@
 #include <vector>
 
 #include "parallel/launch_env.h"
+#include "mpi_testing.h"
 #include "parallel/mpi_communicator.h"
+#include "kernels/ops.h"
+#include "parallel/expert_exchange.h"
 #include "parallel/process_grid.h"
 
 using namespace bk;
 
 namespace {
 
-int g_passed = 0, g_failed = 0, g_rank = 0;
-
-#define CHECK(cond)                                                                        \
-  do {                                                                                     \
-    if (cond) {                                                                            \
-      ++g_passed;                                                                          \
-    } else {                                                                               \
-      ++g_failed;                                                                          \
-      std::fprintf(stderr, "rank %d: CHECK failed at %s:%d: %s\n", g_rank, __FILE__, __LINE__, \
-                   #cond);                                                                 \
-    }                                                                                      \
-  } while (0)
+using mpi_testing::g_rank;
 
 template <typename T> Tensor tensor_of(std::vector<T>& v, Shape s) {
   Tensor t{v.data(), dtype_of<T>(), s};
@@ -214,7 +206,72 @@ void check_launch_env_parsing(Communicator& world) {
   check_launch_env(real, world.rank(), world.size());
 }
 
+// Expert-parallel dispatch: every (token, slot) row reaches the owner of its expert exactly once,
+// grouped by local expert with sources in rank order (token order inside a source), and comes
+// back to its own position. Loads are uneven: rank r routes 4 + 5r tokens; rank 0 sends only to
+// its own experts (so it sends nothing to the others), and global expert 1 receives nothing.
+void check_expert_exchange(Communicator& world) {
+  const int P = world.size(), me = world.rank();
+  const int64_t per = 3, E = per * P, K = 2, C = 3, N = 4 + 5 * me;
+  std::vector<int32_t> idx(size_t(N * K));
+  for (int64_t n = 0; n < N; ++n) {
+    const int64_t range = me == 0 ? per : E;  // rank 0: only its own experts 0..per-1
+    int64_t e0 = (n * 7 + me) % range;
+    if (e0 == 1) e0 = 0;
+    int64_t e1 = (e0 + 1 + n % 2) % range;
+    if (e1 == 1) e1 = 2;
+    if (e1 == e0) e1 = e0 == 0 ? 2 : 0;
+    idx[n * K] = int32_t(e0);
+    idx[n * K + 1] = int32_t(e1);
+  }
+  std::vector<int32_t> rows(size_t(N * K)), offsets(size_t(E + 1));
+  ops::moe_plan(tensor_of(rows, {N, K}), tensor_of(offsets), tensor_of(idx, {N, K}));
+  // Row (n, j) carries (source rank, token, expert) through the exchange.
+  std::vector<float> perm(size_t(N * K * C));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < K; ++j) {
+      float* r = &perm[size_t(rows[n * K + j] * C)];
+      r[0] = float(me), r[1] = float(n), r[2] = float(idx[n * K + j]);
+    }
+  ExpertExchange xc(world, E, offsets.data());
+  std::vector<float> local(size_t(xc.local_rows() * C));
+  xc.dispatch(tensor_of(local, {xc.local_rows(), C}), tensor_of(perm, {N * K, C}));
+
+  // Expected arrivals: per expert, all ranks' loads (summed in any order: integers).
+  std::vector<int64_t> load(static_cast<size_t>(E), 0);
+  for (int64_t e = 0; e < E; ++e) load[e] = offsets[e + 1] - offsets[e];
+  world.all_reduce_sum(tensor_of(load));
+  CHECK(load[1] == 0);
+  const ExpertRange mine = owned_experts(E, me, P);
+  for (int64_t i = 0; i < per; ++i) {
+    const int64_t e = mine.first + i;
+    CHECK(xc.local_end(int(i)) - xc.local_begin(int(i)) == load[e]);
+    float last_src = -1, last_tok = -1;
+    for (int64_t r = xc.local_begin(int(i)); r < xc.local_end(int(i)); ++r) {
+      const float* x = &local[size_t(r * C)];
+      CHECK(x[2] == float(e));  // the row's expert is this local expert
+      CHECK(x[0] > last_src || (x[0] == last_src && x[1] > last_tok));  // rank, then token order
+      last_src = x[0], last_tok = x[1];
+    }
+  }
+  if (me == 0) CHECK(xc.send_rows()[size_t(P - 1)] == 0);
+  CHECK(xc.recv_rows()[0] == (me == 0 ? offsets[per] : 0));
+
+  // Each owner transforms its rows by its expert id; the results come back to their slots.
+  for (int64_t r = 0; r < xc.local_rows(); ++r)
+    for (int64_t c = 0; c < C; ++c) local[size_t(r * C + c)] *= local[size_t(r * C + 2)] + 1;
+  std::vector<float> back(size_t(N * K * C), -1.f);
+  xc.combine(tensor_of(back, {N * K, C}), tensor_of(local, {xc.local_rows(), C}));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < K; ++j) {
+      const float* r = &back[size_t(rows[n * K + j] * C)];
+      const float f = float(idx[n * K + j] + 1);
+      CHECK(r[0] == me * f && r[1] == n * f && r[2] == idx[n * K + j] * f);
+    }
+}
+
 void run_all(MpiRuntime& rt, Communicator& world) {
+  check_expert_exchange(world);
   CHECK(world.size() >= 2);
   check_launch_env_parsing(world);
   for (int64_t n : {0, 1, 3, 1003, 65537}) {
@@ -273,11 +330,5 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     abort_job(std::string("unexpected exception: ") + e.what());
   }
-  std::vector<int64_t> counts{g_passed, g_failed};
-  world->all_reduce_sum(Tensor{counts.data(), DType::i64, Shape{2}});
-  if (world->rank() == 0)
-    std::printf("%ld passed, %ld failed (over %d ranks)\n", long(counts[0]), long(counts[1]),
-                world->size());
-  world->barrier();
-  return counts[1] == 0 ? 0 : 1;
+  return mpi_testing::finish(*world);
 }

@@ -1,4 +1,5 @@
-// Progress: a one-line console meter for long phases ("[encode] 2.1/4.4 MB 48% 12.3 MB/s").
+// Progress: a one-line console meter for long phases
+// ("[encode] 2.10/4.40 MB  48%  1.05 MB/s  2.00s  ETA 2s": done/total, rate, elapsed, remaining).
 // On a terminal the line redraws in place (at most 10 times a second); when stderr is a file or
 // pipe it prints a line every few seconds instead, so logs stay readable.
 #pragma once

@@ -14,18 +14,7 @@
 namespace bk {
 namespace {
 
-ModelConfig config(const std::string& mode) {
-  ModelConfig c;
-  c.vocab_size = 53;
-  c.dim = 24;
-  c.n_layers = 3;
-  c.n_heads = 2;
-  c.ffn_dim = 40;
-  c.seq_len = 10;
-  c.residual.mode = mode;
-  c.residual.streams = 4;
-  return c;
-}
+ModelConfig config(const std::string& mode) { return testing::small_config(mode); }
 
 struct Result {
   double loss;

@@ -25,33 +25,10 @@ ModelConfig tiny_config() {
   return c;
 }
 
-struct Tokens {
-  std::vector<int32_t> in, tgt;
-};
-
-Tokens random_tokens(int B, int T, int V, uint64_t seed) {
-  Rng rng(seed, 7);
-  Tokens t;
-  for (int i = 0; i < B * T; ++i) {
-    t.in.push_back(int32_t(rng.next_u64() % V));
-    t.tgt.push_back(int32_t(rng.next_u64() % V));
-  }
-  return t;
-}
-
-MicroBatch make_mb(int id, const Tokens& t, int first_seq, int B, int T, float scale) {
-  return MicroBatch{id, B, T, t.in.data() + first_seq * T, t.tgt.data() + first_seq * T, scale, true};
-}
-
-std::vector<std::vector<float>> grads(Model& m) {
-  std::vector<std::vector<float>> out;
-  for (Param* p : m.params()) {
-    const float* g = p->grad.ptr<float>();
-    out.emplace_back(g, g + p->grad.numel());
-  }
-  return out;
-}
-
+using testing::grads;
+using testing::make_mb;
+using testing::random_tokens;
+using testing::Tokens;
 using testing::rel_err;
 
 TEST(Model, GradientAccumulationEqualsOneBatch) {
