@@ -14,7 +14,7 @@ struct DataParallelOptimizer::Group {
   std::vector<int> owner;        // owner rank of each parameter
   std::vector<int64_t> offset;   // of each parameter in the flat buffer
   int64_t segment = 0;           // elements per rank in the flat buffer
-  Buffer flat;                   // [size * segment]
+  Buffer flat;                   // [size * segment]; none with one rank (nothing to exchange)
 
   Group(Communicator& c, ParamList ps) : comm(&c), params(std::move(ps)) {
     const int P = c.size();
@@ -37,7 +37,7 @@ struct DataParallelOptimizer::Group {
       next[owner[i]] += params[i]->value.numel();
     }
     const DType dt = params.empty() ? DType::f32 : params[0]->value.dtype();
-    flat = Buffer({int64_t(P) * segment}, dt);
+    if (P > 1) flat = Buffer({int64_t(P) * segment}, dt);
   }
 
   bool mine(size_t i) const { return owner[i] == comm->rank(); }

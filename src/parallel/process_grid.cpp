@@ -1,9 +1,16 @@
 #include "parallel/process_grid.h"
 
 #include "core/error.h"
+#include "parallel/watchdog.h"
 
 namespace bk {
 namespace {
+
+// A watched world names its groups in timeout messages ("all_reduce_sum on communicator 'dp'").
+std::unique_ptr<Communicator> split_group(const Communicator& world, int color, int key, const char* name) {
+  if (const auto* w = dynamic_cast<const WatchedCommunicator*>(&world)) return w->split_named(color, key, name);
+  return world.split(color, key);
+}
 
 void check_shape(const GridShape& g) {
   BK_CHECK(g.pp >= 1 && g.ep >= 1 && g.dp >= 1,
@@ -50,10 +57,10 @@ ProcessGrid::ProcessGrid(const Communicator& world, GridShape shape) : shape_(sh
   const GridShape& g = shape;
   const GridCoord& c = coord_;
   // Colors identify the group (the two other coordinates); keys order ranks inside it.
-  pp_ = world.split(c.ep + g.ep * c.dp, c.pp);
-  ep_ = world.split(c.dp + g.dp * c.pp, c.ep);
-  dp_ = world.split(c.ep + g.ep * c.pp, c.dp);
-  data_ = world.split(c.pp, c.ep + g.ep * c.dp);
+  pp_ = split_group(world, c.ep + g.ep * c.dp, c.pp, "pp");
+  ep_ = split_group(world, c.dp + g.dp * c.pp, c.ep, "ep");
+  dp_ = split_group(world, c.ep + g.ep * c.pp, c.dp, "dp");
+  data_ = split_group(world, c.pp, c.ep + g.ep * c.dp, "data");
 }
 
 }  // namespace bk

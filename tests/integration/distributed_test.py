@@ -206,6 +206,7 @@ elif a.part == "failure":
     print(out[-2000:])
     assert r.returncode != 0, "the job exited 0 although rank 1 hung"
     assert "did not complete within parallel.timeout_s = 5 s" in out, "no timeout message"
+    assert "on communicator 'data'" in out or "on communicator 'world'" in out, "the communicator is not named"
     assert took < 60, f"took {took:.0f} s to end a job whose timeout is 5 s"
     print(f"hang detected and the job ended in {took:.1f} s")
 else:
