@@ -51,4 +51,11 @@ class Communicator {
   virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;
 };
 
+// Argument checks every implementation shares (bk::Error with the collective's name).
+void check_reduce_scatter_args(Tensor out, Tensor in, int size);
+void check_all_gather_args(Tensor out, Tensor in, int size);
+// Also that the row counts add up to the tensors' rows; returns the elements per row.
+int64_t check_all_to_all_v_args(Tensor out, const std::vector<int64_t>& recv_rows, Tensor in,
+                                const std::vector<int64_t>& send_rows, int size);
+
 }  // namespace bk

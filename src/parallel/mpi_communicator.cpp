@@ -155,11 +155,7 @@ std::unique_ptr<Request> MpiCommunicator::irecv(Tensor t, int peer, int tag) {
 void MpiCommunicator::reduce_scatter_sum(Tensor out, Tensor in) {
   check_cpu(out, "reduce_scatter_sum");
   check_cpu(in, "reduce_scatter_sum");
-  BK_CHECK(in.dtype == out.dtype, "reduce_scatter_sum: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(in.numel() == out.numel() * size_,
-           "reduce_scatter_sum: in {} must hold size ({}) x out {}", in.shape.str(), size_,
-           out.shape.str());
+  check_reduce_scatter_args(out, in, size_);
   int64_t n = out.numel();
   add_into(out.dtype, nullptr, nullptr, 0);  // rejects dtypes that cannot be summed
   std::vector<char> parts(in.nbytes());
@@ -201,10 +197,7 @@ void MpiCommunicator::all_reduce_sum(Tensor t) {
 void MpiCommunicator::all_gather(Tensor out, Tensor in) {
   check_cpu(out, "all_gather");
   check_cpu(in, "all_gather");
-  BK_CHECK(in.dtype == out.dtype, "all_gather: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(out.numel() == in.numel() * size_, "all_gather: out {} must hold size ({}) x in {}",
-           out.shape.str(), size_, in.shape.str());
+  check_all_gather_args(out, in, size_);
   MPI_Datatype t = mpi_type(in.dtype);
   int cnt = to_int(in.numel(), "all_gather");
   BK_MPI_CHECK(MPI_Allgather(in.data, cnt, t, out.data, cnt, t, comm_));
@@ -214,21 +207,10 @@ void MpiCommunicator::all_to_all_v(Tensor out, const std::vector<int64_t>& recv_
                                    const std::vector<int64_t>& send_rows) {
   check_cpu(out, "all_to_all_v");
   check_cpu(in, "all_to_all_v");
-  BK_CHECK(in.dtype == out.dtype, "all_to_all_v: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(int(send_rows.size()) == size_ && int(recv_rows.size()) == size_,
-           "all_to_all_v: {} send and {} recv row counts for {} ranks", send_rows.size(),
-           recv_rows.size(), size_);
-  BK_CHECK(in.ndim() >= 1 && out.ndim() >= 1, "all_to_all_v: tensors need a row dimension");
-  int64_t in_row = in.size(0) ? in.numel() / in.size(0) : 0;
-  int64_t out_row = out.size(0) ? out.numel() / out.size(0) : 0;
-  BK_CHECK(in.size(0) == 0 || out.size(0) == 0 || in_row == out_row,
-           "all_to_all_v: row sizes differ: in {} out {}", in.shape.str(), out.shape.str());
-  int64_t row = in_row ? in_row : out_row;
+  const int64_t row = check_all_to_all_v_args(out, recv_rows, in, send_rows, size_);
   std::vector<int> sc(size_), sd(size_), rc(size_), rd(size_);
   int64_t soff = 0, roff = 0;
   for (int r = 0; r < size_; ++r) {
-    BK_CHECK(send_rows[r] >= 0 && recv_rows[r] >= 0, "all_to_all_v: negative row count");
     sc[r] = to_int(send_rows[r] * row, "all_to_all_v");
     sd[r] = to_int(soff, "all_to_all_v");
     rc[r] = to_int(recv_rows[r] * row, "all_to_all_v");
@@ -236,10 +218,6 @@ void MpiCommunicator::all_to_all_v(Tensor out, const std::vector<int64_t>& recv_
     soff += send_rows[r] * row;
     roff += recv_rows[r] * row;
   }
-  BK_CHECK(soff == in.numel(), "all_to_all_v: send rows sum to {} elements, in has {}", soff,
-           in.numel());
-  BK_CHECK(roff == out.numel(), "all_to_all_v: recv rows sum to {} elements, out has {}", roff,
-           out.numel());
   MPI_Datatype t = mpi_type(in.dtype);
   BK_MPI_CHECK(MPI_Alltoallv(in.data, sc.data(), sd.data(), t, out.data, rc.data(), rd.data(), t, comm_));
 }

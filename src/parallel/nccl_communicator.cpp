@@ -336,11 +336,7 @@ void NcclCommunicator::all_reduce_sum(Tensor t) {
 void NcclCommunicator::reduce_scatter_sum(Tensor out, Tensor in) {
   check_device_tensor(out, "reduce_scatter_sum");
   check_device_tensor(in, "reduce_scatter_sum");
-  BK_CHECK(in.dtype == out.dtype, "reduce_scatter_sum: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(in.numel() == out.numel() * size_,
-           "reduce_scatter_sum: in {} must hold size ({}) x out {}", in.shape.str(), size_,
-           out.shape.str());
+  check_reduce_scatter_args(out, in, size_);
   check_summable(out.dtype, "reduce_scatter_sum");
   if (out.numel() == 0) return;
   Impl* im = impl_.get();
@@ -360,10 +356,7 @@ void NcclCommunicator::reduce_scatter_sum(Tensor out, Tensor in) {
 void NcclCommunicator::all_gather(Tensor out, Tensor in) {
   check_device_tensor(out, "all_gather");
   check_device_tensor(in, "all_gather");
-  BK_CHECK(in.dtype == out.dtype, "all_gather: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(out.numel() == in.numel() * size_, "all_gather: out {} must hold size ({}) x in {}",
-           out.shape.str(), size_, in.shape.str());
+  check_all_gather_args(out, in, size_);
   if (in.numel() == 0) return;
   Impl* im = impl_.get();
   im->begin("all_gather");
@@ -375,25 +368,8 @@ void NcclCommunicator::all_to_all_v(Tensor out, const std::vector<int64_t>& recv
                                     const std::vector<int64_t>& send_rows) {
   check_device_tensor(out, "all_to_all_v");
   check_device_tensor(in, "all_to_all_v");
-  BK_CHECK(in.dtype == out.dtype, "all_to_all_v: dtypes {} and {}", dtype_name(in.dtype),
-           dtype_name(out.dtype));
-  BK_CHECK(int(send_rows.size()) == size_ && int(recv_rows.size()) == size_,
-           "all_to_all_v: {} send and {} recv row counts for {} ranks", send_rows.size(),
-           recv_rows.size(), size_);
-  BK_CHECK(in.ndim() >= 1 && out.ndim() >= 1, "all_to_all_v: tensors need a row dimension");
-  const int64_t in_row = in.size(0) ? in.numel() / in.size(0) : 0;
-  const int64_t out_row = out.size(0) ? out.numel() / out.size(0) : 0;
-  BK_CHECK(in.size(0) == 0 || out.size(0) == 0 || in_row == out_row,
-           "all_to_all_v: row sizes differ: in {} out {}", in.shape.str(), out.shape.str());
-  const size_t row_bytes = size_t(in_row ? in_row : out_row) * dtype_size(in.dtype);
-  int64_t stotal = 0, rtotal = 0;
-  for (int r = 0; r < size_; ++r) {
-    BK_CHECK(send_rows[size_t(r)] >= 0 && recv_rows[size_t(r)] >= 0, "all_to_all_v: negative row count");
-    stotal += send_rows[size_t(r)];
-    rtotal += recv_rows[size_t(r)];
-  }
-  BK_CHECK(stotal == in.size(0), "all_to_all_v: send rows sum to {}, in has {}", stotal, in.size(0));
-  BK_CHECK(rtotal == out.size(0), "all_to_all_v: recv rows sum to {}, out has {}", rtotal, out.size(0));
+  const size_t row_bytes =
+      size_t(check_all_to_all_v_args(out, recv_rows, in, send_rows, size_)) * dtype_size(in.dtype);
   Impl* im = impl_.get();
   im->begin("all_to_all_v");
   char* src = static_cast<char*>(in.data);

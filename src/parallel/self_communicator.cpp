@@ -7,9 +7,7 @@
 namespace bk {
 namespace {
 
-void copy_bytes(Tensor out, Tensor in, const char* what) {
-  BK_CHECK(out.dtype == in.dtype && out.numel() == in.numel(), "{}: out {} {} and in {} {} differ", what,
-           dtype_name(out.dtype), out.shape.str(), dtype_name(in.dtype), in.shape.str());
+void copy_bytes(Tensor out, Tensor in) {
   if (in.nbytes() && out.data != in.data) std::memcpy(out.data, in.data, in.nbytes());
 }
 
@@ -21,13 +19,18 @@ std::unique_ptr<Request> SelfCommunicator::isend(Tensor, int peer, int) {
 std::unique_ptr<Request> SelfCommunicator::irecv(Tensor, int peer, int) {
   BK_FAIL("irecv from rank {}: a one-process job has no peers", peer);
 }
-void SelfCommunicator::reduce_scatter_sum(Tensor out, Tensor in) { copy_bytes(out, in, "reduce_scatter_sum"); }
-void SelfCommunicator::all_gather(Tensor out, Tensor in) { copy_bytes(out, in, "all_gather"); }
+void SelfCommunicator::reduce_scatter_sum(Tensor out, Tensor in) {
+  check_reduce_scatter_args(out, in, 1);
+  copy_bytes(out, in);
+}
+void SelfCommunicator::all_gather(Tensor out, Tensor in) {
+  check_all_gather_args(out, in, 1);
+  copy_bytes(out, in);
+}
 void SelfCommunicator::all_to_all_v(Tensor out, const std::vector<int64_t>& recv_rows, Tensor in,
                                     const std::vector<int64_t>& send_rows) {
-  BK_CHECK(recv_rows.size() == 1 && send_rows.size() == 1 && recv_rows[0] == send_rows[0],
-           "all_to_all_v on one process: send and receive one equal row count");
-  copy_bytes(out, in, "all_to_all_v");
+  check_all_to_all_v_args(out, recv_rows, in, send_rows, 1);
+  copy_bytes(out, in);
 }
 void SelfCommunicator::broadcast(Tensor, int root) {
   BK_CHECK(root == 0, "broadcast from rank {} of 1", root);
