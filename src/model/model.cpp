@@ -87,10 +87,10 @@ void Model::to(DType dtype) {
   for (Param* p : params()) p->to(dtype);
 }
 
-std::vector<Moe*> Model::moe_layers(size_t first, size_t end) const {
+std::vector<Moe*> Model::moe_layers() const {
   std::vector<Moe*> out;
   std::vector<Layer*> todo;
-  for (size_t i = std::min(end, layers_.size()); i-- > first;) todo.push_back(layers_[i].get());
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) todo.push_back(it->get());
   while (!todo.empty()) {  // depth first, in model order
     Layer* l = todo.back();
     todo.pop_back();
@@ -98,13 +98,6 @@ std::vector<Moe*> Model::moe_layers(size_t first, size_t end) const {
     auto kids = l->children();
     for (auto it = kids.rbegin(); it != kids.rend(); ++it) todo.push_back(*it);
   }
-  return out;
-}
-
-std::vector<std::pair<std::string, Tensor>> Model::state(size_t first, size_t end) {
-  std::vector<std::pair<std::string, Tensor>> out;
-  for (Moe* m : moe_layers(first, end))
-    for (auto& s : m->state()) out.push_back(s);
   return out;
 }
 

@@ -36,8 +36,6 @@ class Model {
   // num_stages equal pipeline stages; block 0 = one block per stage. mhc needs connectors.
   void set_recompute(const std::string& mode, int block, int num_stages = 1);
   Recompute& recompute() { return recompute_; }
-  // Model state (MoE routing biases) of the layers [first, end) of layers(), by global name.
-  std::vector<std::pair<std::string, Tensor>> state(size_t first, size_t end);
 
   ParamList params();
   // Converts parameters and activations to f32 or f64 (f64: finite-difference checks).
@@ -68,7 +66,7 @@ class Model {
   DType dtype_ = DType::f32;
   std::vector<std::unique_ptr<Layer>> layers_;
   Recompute recompute_;
-  std::vector<Moe*> moe_layers(size_t first = 0, size_t end = SIZE_MAX) const;
+  std::vector<Moe*> moe_layers() const;
 };
 
 }  // namespace bk

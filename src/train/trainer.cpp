@@ -377,7 +377,11 @@ StepMetrics Trainer::train_step(int64_t step) {
 }
 
 void Trainer::prepare_local_forward() {
-  if (pipeline_) pipeline_->broadcast_weights();
+  // The weights change only in the optimizer step: one broadcast serves every forward-only pass
+  // of a step (validation and the connector probe).
+  if (!pipeline_ || weights_broadcast_at_ == step_) return;
+  pipeline_->broadcast_weights();
+  weights_broadcast_at_ = step_;
 }
 
 double Trainer::evaluate() {
@@ -386,15 +390,16 @@ double Trainer::evaluate() {
   const int B = cfg_.training.micro_batch_size;
   // The data ranks split the batches (eval_batches is a multiple of their number, so every rank
   // runs as many forwards: the expert all-to-alls pair up).
-  double sum = 0;
-  int64_t count = 0;
+  Buffer sums({2}, DType::f64);  // loss sum, tokens: added over the data ranks in one call
+  double* s = sums.ptr<double>();
   for (int i = grid_->data_rank(); i < cfg_.training.eval_batches; i += grid_->data_size()) {
     Batch b = val_data_->eval_batch(i, B);
     MicroBatch mb{-1 - i, b.B, b.T, b.inputs.data(), b.targets.data(), 1.0f, false};
-    sum += model_->forward(mb);
-    count += mb.tokens_count();
+    s[0] += model_->forward(mb);
+    s[1] += double(mb.tokens_count());
   }
-  return sum_over_data_ranks(sum) / sum_over_data_ranks(double(count));
+  grid_->data_group().all_reduce_sum(sums);
+  return s[0] / s[1];
 }
 
 double Trainer::sum_over_data_ranks(double x) const {

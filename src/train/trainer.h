@@ -51,8 +51,9 @@ class Trainer {
   // The sum of x over the ranks that share the batch, the same bits on all of them.
   double sum_over_data_ranks(double x) const;
   // Before a forward-only pass of the whole model on every rank (validation, connector probe):
-  // with pipeline stages, every rank's copy of the other stages is refreshed.
+  // with pipeline stages, every rank's copy of the other stages is refreshed (once per step).
   void prepare_local_forward();
+  int64_t weights_broadcast_at_ = -1;  // the step whose weights the last broadcast carried
 
   Config cfg_;
   TrainOptions opts_;

@@ -52,6 +52,22 @@ def run(cmd, check=True, **kw):
     return r
 
 
+class Checklist:
+    """Named checks that all run, each printed ok/FAIL; finish() exits non-zero if any failed."""
+
+    def __init__(self):
+        self.failures = []
+
+    def __call__(self, ok, what):
+        print(("ok   " if ok else "FAIL ") + what)
+        if not ok:
+            self.failures.append(what)
+
+    def finish(self):
+        print(f"{len(self.failures)} failed")
+        raise SystemExit(1 if self.failures else 0)
+
+
 def read_metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f]

@@ -3,16 +3,10 @@ paper's, --pp splits the model into that many stages, and a bad layout is a clea
 import os
 import re
 
-from bk_testlib import parse_args, run
+from bk_testlib import Checklist, parse_args, run
 
 a = parse_args()
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
+check = Checklist()
 
 
 def count(out, name):
@@ -63,5 +57,4 @@ for args, needles in bad:
 r = run([a.birkhoff, "plan"], check=False)
 check(r.returncode == 1 and "exactly one config" in r.stderr, "no config -> error")
 
-print(f"{len(failures)} failed")
-raise SystemExit(1 if failures else 0)
+check.finish()

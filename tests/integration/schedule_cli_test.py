@@ -4,16 +4,10 @@ arguments are clear errors."""
 import json
 import os
 
-from bk_testlib import parse_args, run
+from bk_testlib import Checklist, parse_args, run
 
 a = parse_args()
-failures = []
-
-
-def check(ok, what):
-    print(("ok   " if ok else "FAIL ") + what)
-    if not ok:
-        failures.append(what)
+check = Checklist()
 
 
 DUALPIPE_4_8 = """\
@@ -92,5 +86,4 @@ for args, needles in bad:
 r = run([a.birkhoff, "schedule", "--help"], check=False)
 check(r.returncode == 0 and "usage: birkhoff schedule" in r.stdout, "--help")
 
-print(f"{len(failures)} failed")
-raise SystemExit(1 if failures else 0)
+check.finish()
