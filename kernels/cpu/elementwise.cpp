@@ -1,5 +1,6 @@
 // Elementwise helpers: residual add, copy, and the sum of squares behind the global grad norm.
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/common.h"
@@ -19,15 +20,28 @@ void add_inplace(Tensor y, Tensor x, Stream) {
   });
 }
 
-// Any dtype (tokens and indices too), bytes as they are.
+// Same dtype: any (tokens and indices too), bytes as they are. Different float dtypes (f32 <->
+// f64): converted elementwise.
 void copy(Tensor dst, Tensor src, Stream) {
   const char* op = "copy";
   check_cpu(op, {"dst", dst});
   check_cpu(op, {"src", src});
-  BK_CHECK(dst.dtype == src.dtype, "{}: dst is {} but src is {}", op, dtype_name(dst.dtype),
-           dtype_name(src.dtype));
   check_shapes(op, dst.shape == src.shape, "dst and src of one shape", {{"dst", dst}, {"src", src}});
-  if (dst.data != src.data && dst.nbytes() > 0) std::memmove(dst.data, src.data, dst.nbytes());
+  if (dst.dtype == src.dtype) {
+    if (dst.data != src.data && dst.nbytes() > 0) std::memmove(dst.data, src.data, dst.nbytes());
+    return;
+  }
+  const auto is_cpu_float = [](DType d) { return d == DType::f32 || d == DType::f64; };
+  BK_CHECK(is_cpu_float(dst.dtype) && is_cpu_float(src.dtype),
+           "{}: dst is {} but src is {}; the CPU converts between f32 and f64 only", op, dtype_name(dst.dtype),
+           dtype_name(src.dtype));
+  const int64_t n = dst.numel();
+  auto convert = [n](auto* d, const auto* s) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) d[i] = static_cast<std::remove_reference_t<decltype(d[0])>>(s[i]);
+  };
+  if (dst.dtype == DType::f32) convert(dst.ptr<float>(), src.ptr<double>());
+  else convert(dst.ptr<double>(), src.ptr<float>());
 }
 
 // Fixed chunks, each summed in order, then the chunk sums in order: the result depends on

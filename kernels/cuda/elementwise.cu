@@ -18,9 +18,10 @@ constexpr int kThreads = 256;
 constexpr int64_t kSqChunk = int64_t(1) << 16;
 constexpr int kFinalThreads = 1024;
 
-// y += x; y and x may differ in dtype (an f32 accumulator plus a bf16 term).
-template <typename TY, typename TX>
-__global__ void add_kernel(TY* y, const TX* x, int64_t n, bool vec) {  // y may be x
+// y += x (kAdd) or y = x converted; y and x may differ in dtype (an f32 accumulator plus a bf16
+// term; a bf16 working copy of an f32 master). store()/store8 round to nearest even.
+template <bool kAdd, typename TY, typename TX>
+__global__ void add_or_convert_kernel(TY* y, const TX* x, int64_t n, bool vec) {  // add: y may be x
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   const int64_t tid = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   int64_t done = 0;
@@ -28,15 +29,33 @@ __global__ void add_kernel(TY* y, const TX* x, int64_t n, bool vec) {  // y may 
     const int64_t packs = n / kPack;
     for (int64_t p = tid; p < packs; p += stride) {
       float a[kPack], b[kPack];
-      load8(y + p * kPack, a);
       load8(x + p * kPack, b);
+      if (kAdd) load8(y + p * kPack, a);
 #pragma unroll
-      for (int i = 0; i < kPack; ++i) a[i] += b[i];
+      for (int i = 0; i < kPack; ++i) a[i] = kAdd ? a[i] + b[i] : b[i];
       store8(y + p * kPack, a);
     }
     done = packs * kPack;
   }
-  for (int64_t i = done + tid; i < n; i += stride) store(y, i, load(y, i) + load(x, i));
+  for (int64_t i = done + tid; i < n; i += stride) store(y, i, kAdd ? load(y, i) + load(x, i) : load(x, i));
+}
+
+// Launches it for any pair of f32/bf16 dtypes (checked by the caller).
+template <bool kAdd>
+void add_or_convert(Tensor y, Tensor x, Stream s) {
+  const int64_t n = y.numel();
+  if (n == 0) return;
+  const bool vec = aligned16({y.data, x.data});
+  dispatch_float(y.dtype, [&](auto ty) {
+    using TY = typename decltype(ty)::type;
+    dispatch_float(x.dtype, [&](auto tx) {
+      using TX = typename decltype(tx)::type;
+      add_or_convert_kernel<kAdd, TY, TX><<<grid_for(vec ? n / kPack + 1 : n, kThreads), kThreads, 0,
+                                            stream_of(s)>>>(static_cast<TY*>(y.data),
+                                                            static_cast<const TX*>(x.data), n, vec);
+      BK_CUDA_CHECK_LAUNCH();
+    });
+  });
 }
 
 __device__ __forceinline__ double warp_sum_d(double v) {
@@ -99,29 +118,27 @@ void add_inplace(Tensor y, Tensor x, Stream s) {
   BK_CHECK(is_float(y.dtype) && is_float(x.dtype), "{}: y is {} and x is {}; f32 or bf16 only", op,
            dtype_name(y.dtype), dtype_name(x.dtype));
   check_shapes(op, y.shape == x.shape, "y and x of one shape", {{"y", y}, {"x", x}});
-  const int64_t n = y.numel();
-  if (n == 0) return;
-  const bool vec = aligned16({y.data, x.data});
-  dispatch_float(y.dtype, [&](auto ty) {
-    using TY = typename decltype(ty)::type;
-    dispatch_float(x.dtype, [&](auto tx) {
-      using TX = typename decltype(tx)::type;
-      add_kernel<TY, TX><<<grid_for(vec ? n / kPack + 1 : n, kThreads), kThreads, 0, stream_of(s)>>>(
-          static_cast<TY*>(y.data), static_cast<const TX*>(x.data), n, vec);
-      BK_CUDA_CHECK_LAUNCH();
-    });
-  });
+  add_or_convert<true>(y, x, s);
 }
 
-// Any dtype, bytes as they are (device to device).
+// Same dtype: any, bytes as they are (device to device). Different float dtypes (f32 <-> bf16):
+// converted elementwise, round to nearest even (the bf16 working copy of an f32 master weight).
 void copy(Tensor dst, Tensor src, Stream s) {
   const char* op = "copy";
   check_device(op, {"dst", dst});
   check_device(op, {"src", src});
-  BK_CHECK(dst.dtype == src.dtype, "{}: dst is {} but src is {}", op, dtype_name(dst.dtype),
-           dtype_name(src.dtype));
   check_shapes(op, dst.shape == src.shape, "dst and src of one shape", {{"dst", dst}, {"src", src}});
   const size_t bytes = dst.nbytes();
+  if (dst.dtype != src.dtype) {
+    BK_CHECK(is_float(dst.dtype) && is_float(src.dtype),
+             "{}: dst is {} but src is {}; the GPU converts between f32 and bf16 only", op,
+             dtype_name(dst.dtype), dtype_name(src.dtype));
+    BK_CHECK(!(static_cast<const char*>(dst.data) < static_cast<const char*>(src.data) + src.nbytes() &&
+               static_cast<const char*>(src.data) < static_cast<const char*>(dst.data) + bytes),
+             "{}: a converting copy cannot overlap its source", op);
+    add_or_convert<false>(dst, src, s);
+    return;
+  }
   if (bytes == 0 || dst.data == src.data) return;
   const char *d = static_cast<const char*>(dst.data), *r = static_cast<const char*>(src.data);
   if (d < r + bytes && r < d + bytes) {

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "cli/commands.h"
 #include "config/load.h"
@@ -16,6 +17,7 @@
 #include "io/checkpoint.h"
 #include "io/data_loader.h"
 #include "model/model.h"
+#include "train/compute_device.h"
 #include "train/metrics.h"
 
 namespace bk {
@@ -23,23 +25,24 @@ namespace bk {
 namespace {
 
 const char* kEvalUsage =
-    "usage: birkhoff eval --checkpoint PATH [--data SHARD] [--tokens N]\n"
+    "usage: birkhoff eval --checkpoint PATH [--data SHARD] [--tokens N] [--device auto|cpu|cuda]\n"
     "  --checkpoint PATH  a checkpoint directory (RUN_DIR/checkpoints/step_XXXXXXXX) or a run directory (its latest)\n"
     "  --data SHARD       token shard to evaluate on (default: data.val of the checkpoint's config)\n"
     "  --tokens N         evaluate at most N tokens (default: the whole shard)\n"
+    "  --device D         where to run (default: the run's run.device; its run.precision applies)\n"
     "Progress goes to stderr every ~2 s; the result line to stdout:\n"
     "  val loss X | ppl Y | tokens N | checkpoint step S";
 
 using Clock = std::chrono::steady_clock;
 
 struct EvalArgs {
-  std::string checkpoint, data;
+  std::string checkpoint, data, device;
   int64_t tokens = -1;  // -1: the whole shard
   bool help = false;
 };
 
 EvalArgs parse_eval_args(const Args& args) {
-  const ParsedArgs p = parse_args(args, {}, kEvalUsage, {"--checkpoint", "--data", "--tokens"});
+  const ParsedArgs p = parse_args(args, {}, kEvalUsage, {"--checkpoint", "--data", "--tokens", "--device"});
   EvalArgs out;
   out.help = p.help;
   if (out.help) return out;
@@ -49,6 +52,9 @@ EvalArgs parse_eval_args(const Args& args) {
   out.checkpoint = p.value("--checkpoint");
   BK_CHECK(!out.checkpoint.empty(), "eval needs --checkpoint PATH\n{}", kEvalUsage);
   out.data = p.value("--data");
+  out.device = p.value("--device");
+  BK_CHECK(out.device.empty() || out.device == "auto" || out.device == "cpu" || out.device == "cuda",
+           "--device: expected auto, cpu or cuda, got '{}'", out.device);
   if (std::any_of(p.values.begin(), p.values.end(), [](const auto& kv) { return kv.first == "--tokens"; })) {
     const std::string v = p.value("--tokens");
     size_t used = 0;
@@ -80,11 +86,23 @@ int cmd_eval(const Args& args) {
   omp_set_num_threads(omp_get_num_procs());
   openblas_set_num_threads(1);  // the kernels call BLAS single-threaded inside their OpenMP blocks
 
+  // Where the run trained unless --device says otherwise (so a CPU run reproduces its own
+  // validation loss); declared before the model: its device buffers go before the context.
+  Config where = cfg;
+  if (!a.device.empty()) where.run.device = a.device;
+  std::unique_ptr<ComputeDevice> device_holder;
+  try {
+    device_holder = std::make_unique<ComputeDevice>(where, 0);
+  } catch (const Error& e) {
+    BK_FAIL("{}\n(eval: --device cpu evaluates on the CPU whatever the run trained on)", e.what());
+  }
+  const ComputeDevice& device = *device_holder;
   Model model(cfg.model, cfg.run.seed);
   std::vector<NamedTensor> params;
   for (Param* p : model.params()) params.push_back({p->name, p->value.tensor()});
   for (auto& [name, t] : model.state()) params.push_back({name, t});  // e.g. MoE routing biases
   ck.read_model(params);  // all or nothing: a tensor the model lacks is an error too
+  model.place(device.format());
 
   const std::string data = a.data.empty() ? cfg.data.val : a.data;
   BK_CHECK(!data.empty(), "{}: the run had no validation data (data.val is empty); pass --data SHARD", state_path);
@@ -104,6 +122,8 @@ int cmd_eval(const Args& args) {
   const int64_t total = a.tokens > 0 ? std::min(a.tokens, available) : available;
 
   fmt::print("eval checkpoint {} (step {}) on {}\n", ck.dir(), ck.step(), data);
+  fmt::print("  on {} ({} activations)\n", device.is_gpu() ? fmt::format("GPU {}", device.name()) : std::string("the CPU"),
+             dtype_name(device.format().dtype));
   fmt::print("  {} tokens: {}{} micro-batches of {} x {} tokens, {} threads\n", total,
              a.tokens > 0 ? fmt::format("at most {} (--tokens {}) of the shard's {}; ", a.tokens, a.tokens, available)
                           : std::string("the whole shard; "),

@@ -14,6 +14,7 @@ struct RunConfig {
   std::string dir;                 // run.dir; empty -> runs/<name>
   uint64_t seed = 1234;            // run.seed
   std::string device = "auto";     // auto | cpu | cuda
+  std::string precision = "auto";  // auto | f32 | bf16 (activations and working weights)
   int threads = 0;                 // CPU threads (OpenMP + OpenBLAS); 0 = all cores
 };
 

@@ -71,8 +71,12 @@ const std::vector<Key> kKeys = {
     {KEY(run.seed), at_least(0), "Seed of every random stream (parameter init, data order): same "
                                  "seed and config give the same run."},
     {KEY(run.device), one_of({"auto", "cpu", "cuda"}),
-     "Backend that runs the kernels. This build runs the model on the CPU: auto means cpu, and cuda is "
-     "refused until the CUDA backend lands."},
+     "Backend that runs the kernels: cuda (one GPU per process, the process's local rank picks it; needs "
+     "a build with CUDA), cpu, or auto: cuda when this build has CUDA and the host a GPU, else cpu."},
+    {KEY(run.precision), one_of({"auto", "f32", "bf16"}),
+     "Activations and working weights: bf16 (GPU only; fp32 master weights, gradients, AdamW moments, "
+     "statistics, router scores and connector coefficients, as docs/cuda.md lists), f32, or auto: bf16 on "
+     "the GPU, f32 on the CPU."},
     {KEY(run.threads), at_least(0), "CPU threads for OpenMP and OpenBLAS; 0 uses every core."},
 
     {KEY(model.vocab_size), at_least(1), "Vocabulary size; must cover every token id in the data shards."},

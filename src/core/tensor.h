@@ -50,9 +50,12 @@ struct Tensor {
   int64_t size(int i) const { return shape[i]; }
   int ndim() const { return shape.ndim; }
 
+  // Host access: a GPU tensor's memory is not addressable here (download it first).
   template <typename T> T* ptr() const {
     BK_CHECK(dtype == dtype_of<T>(), "tensor dtype is {}, accessed as {}", dtype_name(dtype),
              dtype_name(dtype_of<T>()));
+    BK_CHECK(device == Device::cpu, "host access to a {} {} tensor on the GPU; download it first",
+             dtype_name(dtype), shape.str());
     return static_cast<T*>(data);
   }
   // Same memory, another shape with the same element count.

@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/buffer.h"
 #include "core/crc32c.h"
 #include "core/error.h"
 
@@ -168,7 +169,20 @@ void write_kind(const fs::path& tmp, const char* kind, int64_t step, const std::
                 int shard, int shards, nlohmann::json& files) {
   const std::string name = shard < 0 ? std::string(kind) + ".safetensors"
                                      : fmt::format("{}-{:05d}-of-{:05d}.safetensors", kind, shard + 1, shards);
-  SafetensorsWritten w = write_safetensors((tmp / name).string(), tensors,
+  // GPU tensors are written from host copies (one tensor's worth at a time would need a
+  // streaming writer; the copies live until the file is written).
+  std::vector<Buffer> staged;
+  std::vector<NamedTensor> on_host;
+  for (const NamedTensor& t : tensors) {
+    if (t.tensor.device == Device::cpu) {
+      on_host.push_back(t);
+      continue;
+    }
+    staged.emplace_back(t.tensor.shape, t.tensor.dtype);
+    staged.back().upload(t.tensor);
+    on_host.push_back({t.name, staged.back().tensor()});
+  }
+  SafetensorsWritten w = write_safetensors((tmp / name).string(), on_host,
                                            {{"format", "birkhoff"}, {"kind", kind}, {"step", std::to_string(step)}});
   fsync_path(tmp / name);
   files[name] = {{"bytes", w.bytes}, {"crc32c", hex32(w.crc32c)}};
@@ -476,14 +490,17 @@ void Checkpoint::read_tensor(const std::string& kind, const std::string& name, T
   const TensorInfo& t = it->second;
   BK_CHECK(t.dtype == dst.dtype && t.shape == dst.shape, "{}: tensor {} is {} {}, the {} expects {} {}", t.file,
            name, dtype_name(t.dtype), t.shape.str(), kind, dtype_name(dst.dtype), dst.shape.str());
-  BK_CHECK(dst.device == Device::cpu, "{}: tensor {}: the destination is not on the CPU", t.file, name);
+  // A GPU destination is filled through a host copy.
+  Buffer staged;
+  if (dst.device != Device::cpu) staged = Buffer(dst.shape, dst.dtype);
   std::ifstream f(t.file, std::ios::binary);
   BK_CHECK(f.good(), "{}: cannot open it to read tensor {}", t.file, name);
   f.seekg(std::streamoff(t.offset));
-  f.read(static_cast<char*>(dst.data), std::streamsize(t.nbytes));
+  f.read(static_cast<char*>(staged.empty() ? dst.data : staged.tensor().data), std::streamsize(t.nbytes));
   BK_CHECK(f.good() && uint64_t(f.gcount()) == t.nbytes,
            "{}: tensor {}: read {} of {} bytes (was the file truncated after the checkpoint was opened?)", t.file,
            name, f.gcount(), t.nbytes);
+  if (!staged.empty()) staged.download(dst);
 }
 
 void Checkpoint::read_all(const std::string& kind, const std::vector<NamedTensor>& dst) const {

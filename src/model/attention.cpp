@@ -30,7 +30,7 @@ void Attention::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, C});
   ops::copy(st.x, x);
-  st.rstd = buffer({N});
+  st.rstd = stats_buffer({N});
   st.n = buffer({N, C});
   norm_.forward(st.n, st.rstd, x);
 
@@ -45,7 +45,7 @@ void Attention::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   ops::linear_forward(st.v.tensor().view({N, C}), st.n, wv_.value);
 
   st.att = buffer(heads);
-  st.lse = buffer({mb.B, H, mb.T});
+  st.lse = stats_buffer({mb.B, H, mb.T});
   ops::attention_forward(st.att, st.lse, st.q, st.k, st.v, float(1.0 / std::sqrt(double(D))));
   ops::linear_forward(y, st.att.tensor().view({N, C}), wo_.value);
 }

@@ -1,23 +1,13 @@
 #include "model/embedding.h"
 
-#include <cstring>
-
 #include "kernels/ops.h"
 
 namespace bk {
 
-namespace {
-Tensor token_view(const MicroBatch& mb) {
-  return Tensor{const_cast<int32_t*>(mb.tokens), DType::i32, {mb.tokens_count()}, Device::cpu};
-}
-}  // namespace
-
 void Embedding::forward(const MicroBatch& mb, Tensor x, Tensor y) {
-  ops::embedding_forward(y, token_view(mb), table_.value);
-  if (!mb.saves()) return;
-  Saved& st = saved_.put(mb.id);
-  st.tokens = Buffer({mb.tokens_count()}, DType::i32);
-  ops::copy(st.tokens, token_view(mb));
+  Buffer tokens = upload_indices(mb.tokens, mb.tokens_count());
+  ops::embedding_forward(y, tokens, table_.value);
+  if (mb.saves()) saved_.put(mb.id).tokens = std::move(tokens);
 }
 
 void Embedding::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {

@@ -11,7 +11,7 @@ void Ffn::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
-  st.rstd = buffer({N});
+  st.rstd = stats_buffer({N});
   st.n = buffer({N, dim_});
   norm_.forward(st.n, st.rstd, x);
   st.gate = buffer({N, hidden_});

@@ -10,13 +10,12 @@ void Head::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, C});
   ops::copy(st.x, x);
-  st.rstd = buffer({N});
+  st.rstd = stats_buffer({N});
   st.n = buffer({N, C});
   hw_->norm.forward(st.n, st.rstd, x);
   st.logits = buffer({N, V});
   ops::linear_forward(st.logits, st.n, hw_->w.value);
-  st.targets = Buffer({N}, DType::i32);
-  ops::copy(st.targets, Tensor{const_cast<int32_t*>(mb.targets), DType::i32, {N}, Device::cpu});
+  st.targets = upload_indices(mb.targets, N);
   ops::cross_entropy_forward(y.view({N}), st.logits, st.targets);
 }
 

@@ -32,6 +32,7 @@ class Head : public Layer {
   void backward_weight(const MicroBatch& mb) override;
   ParamList params() override { return owned_ ? ParamList{&hw_->norm.weight, &hw_->w} : ParamList{}; }
   int64_t out_width() const override { return 1; }
+  Buffer output(int64_t tokens) const override { return stats_buffer({tokens, 1}); }
 
  private:
   struct Saved {

@@ -7,9 +7,12 @@
 namespace bk {
 
 namespace {
-Buffer copy_of(Tensor t) {
-  Buffer b(t.shape, t.dtype);
-  ops::copy(b, t);
+// A copy in the tensor's own dtype on `device`: in stream order on the same device, a
+// synchronous transfer to the host (a probe's coefficients).
+Buffer copy_of(Tensor t, Device device) {
+  Buffer b(t.shape, t.dtype, device);
+  if (device == t.device) ops::copy(b, t);
+  else b.upload(t);
   return b;
 }
 }  // namespace
@@ -40,6 +43,7 @@ HyperConnection::HyperConnection(std::string name, std::unique_ptr<Layer> f, con
     static_post_ = Param(name_ + ".static_post", {n_}, false);
     static_res_ = Param(name_ + ".static_res", {n_, n_}, false);
   }
+  for (Param* p : {&proj_, &scale_, &bias_, &static_pre_, &static_post_, &static_res_}) p->full_precision = true;
 }
 
 ParamList HyperConnection::params() {
@@ -72,19 +76,19 @@ void HyperConnection::init(uint64_t seed) {
 }
 
 void HyperConnection::coefficients(Saved& st, int64_t N) {
-  st.h_pre = buffer({N, n_});
-  st.h_post = buffer({N, n_});
-  st.h_res = buffer({N, n_, n_});
+  st.h_pre = stats_buffer({N, n_});
+  st.h_post = stats_buffer({N, n_});
+  st.h_res = stats_buffer({N, n_, n_});
   if (mhc_) {
-    st.res_logits = buffer({N, n_, n_});
-    st.rinv = buffer({N});
-    st.z = buffer({N, n_ * n_ + 2 * n_});
+    st.res_logits = stats_buffer({N, n_, n_});
+    st.rinv = stats_buffer({N});
+    st.z = stats_buffer({N, n_ * n_ + 2 * n_});
     ops::mhc_coeffs_forward(st.h_pre, st.h_post, st.res_logits, st.rinv, st.z, st.x, proj_.value,
                             scale_.value, bias_.value, eps_);
     ops::sinkhorn_forward(st.h_res, st.res_logits, sinkhorn_iters_);
   } else {
-    st.rinv = buffer({N, n_});
-    st.z = buffer({N, n_, n_ + 2});
+    st.rinv = stats_buffer({N, n_});
+    st.z = stats_buffer({N, n_, n_ + 2});
     ops::hc_coeffs_forward(st.h_pre, st.h_post, st.h_res, st.rinv, st.z, st.x, proj_.value, scale_.value,
                            static_pre_.value, static_post_.value, static_res_.value, eps_);
   }
@@ -94,7 +98,7 @@ void HyperConnection::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   const int64_t N = mb.tokens_count();
   Saved local;
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
-  st.x = copy_of(x.view({N, n_, dim_}));
+  st.x = copy_of(x.view({N, n_, dim_}), fmt_.device);
   coefficients(st, N);
 
   Buffer u = buffer({N, dim_});
@@ -105,9 +109,9 @@ void HyperConnection::forward(const MicroBatch& mb, Tensor x, Tensor y) {
 
   if (mb.probe) {
     probe_.n = n_;
-    probe_.h_pre = copy_of(st.h_pre);
-    probe_.h_post = copy_of(st.h_post);
-    probe_.h_res = copy_of(st.h_res);
+    probe_.h_pre = copy_of(st.h_pre, Device::cpu);
+    probe_.h_post = copy_of(st.h_post, Device::cpu);
+    probe_.h_res = copy_of(st.h_res, Device::cpu);
   }
   if (light_ && mb.saves()) {  // keep F's output only; rebuild() restores the rest
     Buffer f = std::move(st.f);
@@ -121,7 +125,7 @@ void HyperConnection::rebuild(const MicroBatch& mb, Tensor x, Tensor y) {
   BK_CHECK(light_, "{}: rebuild() without a light forward", name_);
   const int64_t N = mb.tokens_count();
   Saved& st = saved_.at(mb.id);
-  st.x = copy_of(x.view({N, n_, dim_}));
+  st.x = copy_of(x.view({N, n_, dim_}), fmt_.device);
   coefficients(st, N);
   ops::stream_post_res_forward(y.view({N, n_, dim_}), st.x, st.f, st.h_res, st.h_post);
 }
@@ -133,26 +137,26 @@ void HyperConnection::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx)
 
   // Through the merged post/res apply: dX gets H_res^T dY here; the rest is added below.
   Buffer df = buffer({N, dim_});
-  st.dh_res = buffer({N, n_, n_});
-  st.dh_post = buffer({N, n_});
+  st.dh_res = stats_buffer({N, n_, n_});
+  st.dh_post = stats_buffer({N, n_});
   ops::stream_post_res_backward(dX, df, st.dh_res, st.dh_post, dy.view({N, n_, dim_}), st.x, st.f,
                                 st.h_res, st.h_post);
   // Through F and the pre apply.
   Buffer du = buffer({N, dim_});
   f_->backward_input(mb, df, du);
   Buffer dx_part = buffer({N, n_, dim_});
-  st.dh_pre = buffer({N, n_});
+  st.dh_pre = stats_buffer({N, n_});
   ops::stream_pre_backward(dx_part, st.dh_pre, du, st.x, st.h_pre);
   ops::add_inplace(dX, dx_part);
   // Through the coefficients, which depend on X too.
   if (mhc_) {
-    Buffer dres_logits = buffer({N, n_, n_});
+    Buffer dres_logits = stats_buffer({N, n_, n_});
     ops::sinkhorn_backward(dres_logits, st.dh_res, st.res_logits, sinkhorn_iters_);
-    st.dlogits = buffer({N, n_ * n_ + 2 * n_});
+    st.dlogits = stats_buffer({N, n_ * n_ + 2 * n_});
     ops::mhc_coeffs_backward_input(dx_part, st.dlogits, st.dh_pre, st.dh_post, dres_logits, st.h_pre,
                                    st.h_post, st.x, proj_.value, scale_.value, st.rinv, st.z);
   } else {
-    st.dlogits = buffer({N, n_, n_ + 2});
+    st.dlogits = stats_buffer({N, n_, n_ + 2});
     ops::hc_coeffs_backward_input(dx_part, st.dlogits, st.dh_pre, st.dh_post, st.dh_res, st.x, proj_.value,
                                   scale_.value, st.rinv, st.z);
   }

@@ -25,9 +25,9 @@ class HyperConnection : public Layer, public ConnectorProbe {
   void backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) override;
   void backward_weight(const MicroBatch& mb) override;
   ParamList params() override;
-  void set_dtype(DType t) override {
-    dtype_ = t;
-    f_->set_dtype(t);
+  void set_format(const ActivationFormat& f) override {
+    fmt_ = f;
+    f_->set_format(f);
   }
   int64_t out_width() const override { return n_ * dim_; }
   const ConnectorCoefficients& probed() const override { return probe_; }

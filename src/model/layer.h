@@ -37,6 +37,15 @@ struct MicroBatch {
   bool counts() const { return keep && !recompute; }   // statistics of a training micro-batch
 };
 
+// Where a layer keeps its activations, and in what precision.
+struct ActivationFormat {
+  DType dtype = DType::f32;     // f32; bf16 (GPU mixed precision); f64 (finite-difference checks)
+  Device device = Device::cpu;
+  // Statistics stay in f32 when activations are bf16: norm rstd, per-token losses, attention's
+  // log-sum-exp, the connector coefficients and their gradients, router logits, scores and gates.
+  DType stats() const { return dtype == DType::bf16 ? DType::f32 : dtype; }
+};
+
 class Layer {
  public:
   virtual ~Layer() = default;
@@ -47,9 +56,15 @@ class Layer {
   virtual ParamList params() { return {}; }
   // Width of y per token (x of the next layer); the head's y is one loss per token.
   virtual int64_t out_width() const = 0;
-  // Dtype of activations (f32; f64 for finite-difference checks). Layers that wrap others pass
-  // it on; Model::to converts the parameters.
-  virtual void set_dtype(DType t) { dtype_ = t; }
+  // Dtype and device of the activations (ActivationFormat). Layers that wrap others pass it on;
+  // Model::place moves the parameters.
+  virtual void set_format(const ActivationFormat& f) { fmt_ = f; }
+  const ActivationFormat& format() const { return fmt_; }
+  // A zeroed buffer for y of forward: out_width() per token, an activation (the head overrides it:
+  // its y is one loss per token, a statistic).
+  virtual Buffer output(int64_t tokens) const { return buffer({tokens, out_width()}); }
+  // A zeroed activation buffer in this layer's format (its input gradient, its saved input).
+  Buffer buffer(Shape s) const { return Buffer(s, fmt_.dtype, fmt_.device); }
   // Layers this one runs inside it (a connector's sublayer, the MTP modules' layers), so the
   // model can find every MoE layer.
   virtual std::vector<Layer*> children() { return {}; }
@@ -60,8 +75,15 @@ class Layer {
   }
 
  protected:
-  Buffer buffer(Shape s) const { return Buffer(s, dtype_); }
-  DType dtype_ = DType::f32;
+  Buffer stats_buffer(Shape s) const { return Buffer(s, fmt_.stats(), fmt_.device); }
+  Buffer index_buffer(Shape s) const { return Buffer(s, DType::i32, fmt_.device); }
+  // A device copy of host i32 data (token ids, targets), in this layer's format.
+  Buffer upload_indices(const int32_t* host, int64_t n) const {
+    Buffer b = index_buffer({n});
+    b.upload(Tensor{const_cast<int32_t*>(host), DType::i32, {n}, Device::cpu});
+    return b;
+  }
+  ActivationFormat fmt_;
 };
 
 // Saved state of one layer, keyed by micro-batch id.

@@ -32,7 +32,7 @@ void rebuild_block(const LayerList& layers, const MicroBatch& mb, Recompute& rc,
   inputs.erase(it);
   const auto [begin, end] = rc.blocks[size_t(b)];
   for (size_t j = begin; j < end; ++j) {
-    Buffer next({N, layers[j]->out_width()}, x.dtype());
+    Buffer next = layers[j]->output(N);
     if (rc.mode == Recompute::Mode::full) {
       MicroBatch m = mb;
       m.recompute = true;
@@ -68,13 +68,13 @@ void LayerPass::step() {
     const size_t i = next_++;
     const int b = rc_ && rc_->active() && mb_.saves() ? rc_->block_of(i) : -1;
     if (b >= 0 && i == rc_->blocks[size_t(b)].first) {  // a block's input: kept for its rebuild
-      Buffer in(x_.shape(), x_.dtype());
+      Buffer in(x_.shape(), x_.dtype(), x_.device());
       ops::copy(in, x_);
       rc_->inputs.get_or_put(mb_.id)[b] = std::move(in);
     }
     MicroBatch m = mb_;
     m.discard = b >= 0 && rc_->mode == Recompute::Mode::full;
-    Buffer y({N, layers[i]->out_width()}, x_.dtype());
+    Buffer y = layers[i]->output(N);
     layers[i]->forward(m, x_, y);
     x_ = std::move(y);
     return;
@@ -82,7 +82,7 @@ void LayerPass::step() {
   const size_t i = --next_;
   const int b = rc_ && rc_->active() ? rc_->block_of(i) : -1;
   if (b >= 0 && i + 1 == rc_->blocks[size_t(b)].second) rebuild_block(layers, mb_, *rc_, b);
-  Buffer dx({N, i > range_.first ? layers[i - 1]->out_width() : in_width_}, x_.dtype());
+  Buffer dx = layers[i]->buffer({N, i > range_.first ? layers[i - 1]->out_width() : in_width_});
   layers[i]->backward_input(mb_, x_, dx);
   if (kind_ == Kind::backward) layers[i]->backward_weight(mb_);
   x_ = std::move(dx);
@@ -112,7 +112,7 @@ void backward_weight_layers(const LayerList& layers, const MicroBatch& mb, Layer
 }
 
 double sum_losses(const Buffer& losses) {
-  const Buffer l = losses.to(DType::f64);
+  const Buffer l = losses.to_device(Device::cpu).to(DType::f64);  // on the GPU: waits for the forward
   double sum = 0;
   for (int64_t i = 0; i < l.numel(); ++i) sum += l.ptr<double>()[i];
   return sum;

@@ -56,7 +56,7 @@ void Mla::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
-  st.rstd = buffer({N});
+  st.rstd = stats_buffer({N});
   st.n = buffer({N, dim_});
   norm_.forward(st.n, st.rstd, x);
 
@@ -64,7 +64,7 @@ void Mla::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Buffer q_raw = buffer({N, H_ * qk()});
   if (q_rank_ > 0) {
     st.cq = buffer({N, q_rank_});
-    st.rstd_q = buffer({N});
+    st.rstd_q = stats_buffer({N});
     st.cqn = buffer({N, q_rank_});
     ops::linear_forward(st.cq, st.n, w_dq_.value);
     q_norm_.forward(st.cqn, st.rstd_q, st.cq);
@@ -90,7 +90,7 @@ void Mla::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   ops::copy_columns(k_pe, 0, ckv, kv_rank_, rope_, false);
   const Tensor k_pe4 = k_pe.tensor().view({mb.B, mb.T, 1, rope_});
   ops::rope_forward(k_pe4, k_pe4, theta_);
-  st.rstd_c = buffer({N});
+  st.rstd_c = stats_buffer({N});
   st.cn = buffer({N, kv_rank_});
   kv_norm_.forward(st.cn, st.rstd_c, st.c);
   Buffer kv = buffer({NH, nope_ + vdim_});
@@ -104,7 +104,7 @@ void Mla::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   for (int64_t h = 0; h < H_; ++h) ops::copy_columns(k_rows, h * qk() + nope_, k_pe, 0, rope_, false);
 
   st.o = buffer({mb.B, mb.T, H_, vdim_});
-  st.lse = buffer({mb.B, H_, mb.T});
+  st.lse = stats_buffer({mb.B, H_, mb.T});
   ops::attention_forward(st.o, st.lse, st.q, st.k, st.v, float(1.0 / std::sqrt(double(qk()))));
   ops::linear_forward(y, st.o.tensor().view({N, H_ * vdim_}), w_o_.value);
 }

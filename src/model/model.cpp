@@ -38,12 +38,12 @@ Model::Model(const ModelConfig& cfg, uint64_t seed, Communicator* ep) : cfg_(cfg
 
 double Model::forward(const MicroBatch& mb) {
   // The embedding ignores its input; the head outputs one loss per token.
-  return sum_losses(forward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), &recompute_));
+  return sum_losses(forward_layers(layers_, mb, layers_.front()->buffer({mb.tokens_count(), 1}), &recompute_));
 }
 
 void Model::backward(const MicroBatch& mb) {
   // The head is the root (it seeds its own gradient); the embedding has no input gradient.
-  backward_layers(layers_, mb, Buffer({mb.tokens_count(), 1}, dtype_), 1, &recompute_);
+  backward_layers(layers_, mb, layers_.back()->output(mb.tokens_count()), 1, &recompute_);
 }
 
 void Model::set_recompute(const std::string& mode, int block, int num_stages) {
@@ -81,10 +81,12 @@ ParamList Model::params() {
   return out;
 }
 
-void Model::to(DType dtype) {
-  dtype_ = dtype;
-  for (auto& layer : layers_) layer->set_dtype(dtype);
-  for (Param* p : params()) p->to(dtype);
+void Model::place(const ActivationFormat& f) {
+  BK_CHECK(f.dtype != DType::bf16 || f.device != Device::cpu,
+           "bf16 activations need the GPU: the CPU kernels compute in f32 (or f64)");
+  for (auto& layer : layers_) layer->set_format(f);
+  for (Param* p : params()) p->place(f.device, f.dtype);
+  format_ = f;
 }
 
 std::vector<Moe*> Model::moe_layers() const {

@@ -38,8 +38,11 @@ class Model {
   Recompute& recompute() { return recompute_; }
 
   ParamList params();
-  // Converts parameters and activations to f32 or f64 (f64: finite-difference checks).
-  void to(DType dtype);
+  // Moves the parameters (working copies, full-precision masters for bf16, gradients) and the
+  // MoE biases to f.device, and sets every layer's activation format (layer.h). Models are built
+  // and initialised on the CPU in f32; f64 on the CPU is for finite-difference checks.
+  void place(const ActivationFormat& f);
+  const ActivationFormat& format() const { return format_; }
   // Model state that is not a parameter (the MoE routing biases), by global name.
   std::vector<std::pair<std::string, Tensor>> state();
   // After an optimizer step: each MoE layer's statistics and its routing-bias update. data: the
@@ -63,7 +66,7 @@ class Model {
 
  private:
   ModelConfig cfg_;
-  DType dtype_ = DType::f32;
+  ActivationFormat format_;
   std::vector<std::unique_ptr<Layer>> layers_;
   Recompute recompute_;
   std::vector<Moe*> moe_layers() const;

@@ -43,9 +43,14 @@ void Moe::init(uint64_t seed, double std, double out_std) {
   for (SwiGluMlp& e : experts_) e.init(seed, std, out_std);
 }
 
-void Moe::set_dtype(DType t) {
-  dtype_ = t;
-  bias_ = bias_.to(t);
+void Moe::set_format(const ActivationFormat& f) {
+  // The bias is a statistic-like f32 (f64) vector next to the scores, on their device.
+  Buffer host({bias_.numel()}, bias_.dtype());
+  host.upload(bias_);
+  if (host.dtype() != f.stats()) host = host.to(f.stats());
+  bias_ = Buffer(host.shape(), host.dtype(), f.device);
+  bias_.upload(host);
+  Layer::set_format(f);
 }
 
 void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
@@ -54,27 +59,30 @@ void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   Saved& st = mb.saves() ? saved_.put(mb.id) : local;
   st.x = buffer({N, dim_});
   ops::copy(st.x, x);
-  st.rstd = buffer({N});
+  st.rstd = stats_buffer({N});
   st.n = buffer({N, dim_});
   norm_.forward(st.n, st.rstd, x);
 
-  // Route.
-  Buffer logits = buffer({N, E});
+  // Route (logits, scores and gates in f32 also when activations are bf16).
+  Buffer logits = stats_buffer({N, E});
   ops::linear_forward(logits, st.n, router_.value);
-  st.scores = buffer({N, E});
-  st.gates = buffer({N, K});
-  st.idx = Buffer({N, K}, DType::i32);
+  st.scores = stats_buffer({N, E});
+  st.gates = stats_buffer({N, K});
+  st.idx = index_buffer({N, K});
   ops::moe_router_forward(st.idx, st.gates, st.scores, logits, bias_, cfg_.n_groups, cfg_.topk_groups,
                           float(cfg_.route_scale));
-  st.rows = Buffer({N, K}, DType::i32);
-  st.offsets = Buffer({E + 1}, DType::i32);
+  st.rows = index_buffer({N, K});
+  st.offsets = index_buffer({E + 1});
   ops::moe_plan(st.rows, st.offsets, st.idx);
+  // The expert loads size the exchange and the per-expert GEMMs: the host needs them (on the
+  // GPU, the one synchronisation of the MoE forward).
+  st.offsets_host = st.offsets.to_device(Device::cpu);
 
   // Rows grouped by expert go to the experts' ranks, each local expert runs on its contiguous
   // rows, the outputs come back in plan order and return to token order weighted by the gates.
   Buffer x_perm = buffer({N * K, dim_});
   ops::moe_permute(x_perm, st.n, st.rows);
-  st.exchange = ExpertExchange(*ep_, E, st.offsets.ptr<int32_t>());
+  st.exchange = ExpertExchange(*ep_, E, st.offsets_host.ptr<int32_t>(), fmt_.device);
   const ExpertExchange& xc = st.exchange;
   const int64_t L = xc.local_rows();
   st.x_loc = buffer({L, dim_});
@@ -103,7 +111,7 @@ void Moe::forward(const MicroBatch& mb, Tensor x, Tensor y) {
   }
 
   if (mb.counts()) {  // a training micro-batch: count its loads for balancing and the metrics
-    const int32_t* off = st.offsets.ptr<int32_t>();
+    const int32_t* off = st.offsets_host.ptr<int32_t>();
     for (int e = 0; e < E; ++e) step_load_[e] += off[e + 1] - off[e];
     if (cfg_.balance_loss_weight > 0)
       step_balance_ += double(N) * ops::moe_balance_loss_forward(st.scores, st.idx, mb.B,
@@ -123,7 +131,7 @@ void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   // Routed experts: back through the unpermute (to the experts' outputs and the gates), to the
   // experts' ranks, through each local expert, back to this rank, and through the permute.
   Buffer dy_perm = buffer({N * K, dim_});
-  Buffer dgates = buffer({N, K});
+  Buffer dgates = stats_buffer({N, K});
   ops::moe_unpermute_backward(dy_perm, dgates, dy, st.y_perm, st.gates, st.rows);
   const ExpertExchange& xc = st.exchange;
   const int64_t L = xc.local_rows();
@@ -146,7 +154,7 @@ void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   // Router: gates (and the balance loss) -> logits -> its input.
   Buffer dscores;
   if (cfg_.balance_loss_weight > 0) {
-    dscores = buffer({N, E});
+    dscores = stats_buffer({N, E});
     ops::moe_balance_loss_backward(dscores, st.scores, st.idx, mb.B, float(cfg_.balance_loss_weight),
                                    mb.loss_scale * float(N));
   }
@@ -204,8 +212,10 @@ MoeStats Moe::end_step(double gamma, Communicator* data) {
   s.load_cv = mean > 0 ? std::sqrt(var) / mean : 0;
   s.balance_loss = step_tokens_ > 0 ? step_balance_ / double(step_tokens_) : 0;
 
-  // Loss-free balancing: overloaded experts become less attractive, underloaded more. In place:
-  // views of the bias (Model::state) stay valid.
+  // Loss-free balancing: overloaded experts become less attractive, underloaded more. On the
+  // host, then back in place: views of the bias (Model::state) stay valid.
+  Buffer host({bias_.numel()}, bias_.dtype());
+  host.upload(bias_);
   auto update = [&](auto* b) {
     for (size_t i = 0; i < step_load_.size(); ++i) {
       if (step_load_[i] > mean) b[i] -= decltype(b[0] + 0)(gamma);
@@ -214,8 +224,9 @@ MoeStats Moe::end_step(double gamma, Communicator* data) {
     s.bias_min = double(*std::min_element(b, b + bias_.numel()));
     s.bias_max = double(*std::max_element(b, b + bias_.numel()));
   };
-  if (bias_.dtype() == DType::f64) update(bias_.ptr<double>());
-  else update(bias_.ptr<float>());
+  if (host.dtype() == DType::f64) update(host.ptr<double>());
+  else update(host.ptr<float>());
+  bias_.upload(host);
 
   std::fill(step_load_.begin(), step_load_.end(), 0.0);
   step_balance_ = 0;

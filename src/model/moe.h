@@ -39,7 +39,7 @@ class Moe : public Layer {
   void backward_weight(const MicroBatch& mb) override;
   ParamList params() override;
   int64_t out_width() const override { return dim_; }
-  void set_dtype(DType t) override;
+  void set_format(const ActivationFormat& f) override;  // moves the routing bias too
 
   // The routing bias, saved in checkpoints as "<prefix>.router.bias".
   std::vector<std::pair<std::string, Tensor>> state() { return {{prefix_ + ".router.bias", bias_}}; }
@@ -52,6 +52,7 @@ class Moe : public Layer {
   struct Saved {
     Buffer x, rstd, n;                      // input and its norm
     Buffer scores, idx, gates, rows, offsets;
+    Buffer offsets_host;                    // offsets on the host (the loads)
     ExpertExchange exchange;                // this micro-batch's rows to the experts' ranks
     Buffer y_perm;                          // the experts' outputs, back in this rank's plan order
     Buffer x_loc, gate_p, up_p, h_p;        // the local experts' rows (expert-major)

@@ -42,12 +42,12 @@ std::vector<Layer*> MtpHead::children() {
   return out;
 }
 
-void MtpHead::set_dtype(DType t) {
-  dtype_ = t;
-  head_->set_dtype(t);
+void MtpHead::set_format(const ActivationFormat& f) {
+  fmt_ = f;
+  head_->set_format(f);
   for (Module& m : modules_) {
-    m.head->set_dtype(t);
-    for (auto& l : m.layers) l->set_dtype(t);
+    m.head->set_format(f);
+    for (auto& l : m.layers) l->set_format(f);
   }
 }
 
@@ -70,9 +70,9 @@ void MtpHead::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     Module& m = modules_[j];
     const int k = int(j) + 1;
     Saved& st = saved_[j].put(mb.id);
-    st.tokens = Buffer({N}, DType::i32);
-    st.targets = Buffer({N}, DType::i32);
-    int32_t* tok = st.tokens.ptr<int32_t>();
+    Buffer tokens({N}, DType::i32);
+    st.targets = Buffer({N}, DType::i32);  // host: module_batch hands it to the head as mb.targets
+    int32_t* tok = tokens.ptr<int32_t>();
     int32_t* tgt = st.targets.ptr<int32_t>();
     for (int b = 0; b < mb.B; ++b)
       for (int t = 0; t < mb.T; ++t) {
@@ -81,10 +81,11 @@ void MtpHead::forward(const MicroBatch& mb, Tensor x, Tensor y) {
         tok[i] = next < 0 ? 0 : next;
         tgt[i] = t + k < mb.T ? mb.targets[i + k] : -1;                     // t_{t+k+1}
       }
+    st.tokens = upload_indices(tok, N);
     st.h = std::move(h);
-    st.rstd_h = buffer({N});
+    st.rstd_h = stats_buffer({N});
     st.e = buffer({N, C});
-    st.rstd_e = buffer({N});
+    st.rstd_e = stats_buffer({N});
     ops::embedding_forward(st.e, st.tokens, table_->value);
     Buffer hn = buffer({N, C}), en = buffer({N, C});
     m.norm_h.forward(hn, st.rstd_h, st.h);
@@ -96,7 +97,7 @@ void MtpHead::forward(const MicroBatch& mb, Tensor x, Tensor y) {
     ops::linear_forward(proj, st.cat, m.proj.value);
     Buffer cur = forward_layers(m.layers, mb, std::move(proj));
     const MicroBatch mk = module_batch(mb, k, st);
-    Buffer losses = buffer({N, 1});
+    Buffer losses = m.head->output(N);
     m.head->forward(mk, cur, losses);
     loss_sum_[j] += sum_losses(losses);
     loss_tokens_[j] += double(mb.B) * (mb.T - k);
@@ -113,7 +114,7 @@ void MtpHead::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
     Saved& st = saved_[j].at(mb.id);
     const MicroBatch mk = module_batch(mb, int(j) + 1, st);
     Buffer d = buffer({N, C});
-    m.head->backward_input(mk, Buffer({N, 1}, dtype_), d);
+    m.head->backward_input(mk, m.head->output(N), d);
     if (!dh_next.empty()) ops::add_inplace(d, dh_next);
     // The gradient of the projection output, kept for its weight gradient.
     st.d_cat = backward_input_layers(m.layers, mb, std::move(d), C);

@@ -28,7 +28,8 @@ class MtpHead : public Layer {
   void backward_weight(const MicroBatch& mb) override;
   ParamList params() override;
   int64_t out_width() const override { return 1; }
-  void set_dtype(DType t) override;
+  Buffer output(int64_t tokens) const override { return stats_buffer({tokens, 1}); }
+  void set_format(const ActivationFormat& f) override;
   std::vector<Layer*> children() override;
   // Mean over depths of each depth's mean cross-entropy, over the training micro-batches since
   // the last call.
@@ -42,7 +43,7 @@ class MtpHead : public Layer {
     std::unique_ptr<Head> head;                  // shares the main head's weights
   };
   struct Saved {
-    Buffer tokens, targets;    // i32 [N]: t_{t+k} (0 where it does not exist), t_{t+k+1} or -1
+    Buffer tokens, targets;    // i32 [N]: t_{t+k} (0 where it does not exist; on the device), t_{t+k+1} or -1 (host)
     Buffer h, rstd_h, e, rstd_e, cat;  // module inputs
     Buffer d_cat, d_hn, d_en, d_e;     // from backward_input
   };

@@ -1,5 +1,7 @@
 #include "model/param.h"
 
+#include "kernels/ops.h"
+
 namespace bk {
 
 void Param::init_normal(uint64_t seed, double std) {
@@ -10,9 +12,33 @@ void Param::init_normal(uint64_t seed, double std) {
 
 void Param::fill(float v) { value.fill(v); }
 
-void Param::to(DType dtype) {
-  value = value.to(dtype);
-  grad = grad.to(dtype);
+void Param::refresh() {
+  if (!master.empty()) ops::copy(value, master);  // converting copy: rounds to nearest even
+}
+
+void Param::place(Device device, DType working) {
+  const DType full = working == DType::f64 ? DType::f64 : DType::f32;
+  const DType work = full_precision ? full : working;
+  // The full-precision weights, on the device (f32 <-> f64 converts on the CPU first: the GPU
+  // kernels have no f64).
+  Buffer host(value.shape(), weights().dtype);
+  host.upload(weights());
+  if (host.dtype() != full) {
+    Buffer converted(host.shape(), full);
+    ops::copy(converted, host);
+    host = std::move(converted);
+  }
+  Buffer on_device(host.shape(), full, device);
+  on_device.upload(host);
+  if (work == full) {
+    value = std::move(on_device);
+    master = Buffer();
+  } else {
+    master = std::move(on_device);
+    value = Buffer(master.shape(), work, device);
+    refresh();
+  }
+  grad = Buffer(value.shape(), full, device);
 }
 
 }  // namespace bk

@@ -17,9 +17,9 @@ class Residual : public Layer, public ConnectorProbe {
   void backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) override;
   void backward_weight(const MicroBatch& mb) override { f_->backward_weight(mb); }
   ParamList params() override { return f_->params(); }
-  void set_dtype(DType t) override {
-    dtype_ = t;
-    f_->set_dtype(t);
+  void set_format(const ActivationFormat& f) override {
+    fmt_ = f;
+    f_->set_format(f);
   }
   int64_t out_width() const override { return f_->out_width(); }
   std::vector<Layer*> children() override { return {f_.get()}; }

@@ -14,11 +14,15 @@ void StreamExpand::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
 
 StreamCollapse::StreamCollapse(int64_t n, int64_t dim) : n_(n), dim_(dim) {}
 
-// The collapse is the pre apply with h_pre = 1/n for every token.
-Buffer StreamCollapse::weights_for(int64_t tokens) const {
-  Buffer h = buffer({tokens, n_});
-  h.fill(1.0 / double(n_));
-  return h;
+// The collapse is the pre apply with h_pre = 1/n for every token (kept between calls: on the GPU
+// filling it is a host transfer).
+Tensor StreamCollapse::weights_for(int64_t tokens) const {
+  if (weights_.empty() || weights_.shape()[0] != tokens || weights_.dtype() != fmt_.stats() ||
+      weights_.device() != fmt_.device) {
+    weights_ = stats_buffer({tokens, n_});
+    weights_.fill(1.0 / double(n_));
+  }
+  return weights_;
 }
 
 void StreamCollapse::forward(const MicroBatch& mb, Tensor x, Tensor y) {
@@ -29,7 +33,7 @@ void StreamCollapse::forward(const MicroBatch& mb, Tensor x, Tensor y) {
 void StreamCollapse::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   const int64_t N = mb.tokens_count();
   // dx needs only the weights; x enters only the (discarded) gradient of the fixed weights.
-  Buffer dh = buffer({N, n_});
+  Buffer dh = stats_buffer({N, n_});
   Buffer no_x = buffer({N, n_, dim_});
   ops::stream_pre_backward(dx.view({N, n_, dim_}), dh, dy, no_x, weights_for(N));
 }

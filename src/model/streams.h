@@ -31,7 +31,8 @@ class StreamCollapse : public Layer {
 
  private:
   int64_t n_, dim_;
-  Buffer weights_for(int64_t tokens) const;  // [tokens, n] of 1/n
+  Tensor weights_for(int64_t tokens) const;  // [tokens, n] of 1/n
+  mutable Buffer weights_;
 };
 
 }  // namespace bk

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -49,6 +50,11 @@ class Communicator {
   // Collective over this communicator: ranks with the same color form a new communicator,
   // ordered by key (ties by rank here).
   virtual std::unique_ptr<Communicator> split(int color, int key) const = 0;
+  // The same, with a group name for messages (a watched communicator's timeouts name it).
+  virtual std::unique_ptr<Communicator> split_named(int color, int key, const std::string& name) const {
+    (void)name;
+    return split(color, key);
+  }
 };
 
 // Argument checks every implementation shares (bk::Error with the collective's name).

@@ -36,8 +36,10 @@ struct DataParallelOptimizer::Group {
       offset.push_back(owner[i] * segment + next[owner[i]]);
       next[owner[i]] += params[i]->value.numel();
     }
-    const DType dt = params.empty() ? DType::f32 : params[0]->value.dtype();
-    if (P > 1) flat = Buffer({int64_t(P) * segment}, dt);
+    // Gradients and full-precision weights share the dtype (f32; f64 in checks) and device.
+    const DType dt = params.empty() ? DType::f32 : params[0]->grad.dtype();
+    const Device dev = params.empty() ? Device::cpu : params[0]->grad.device();
+    if (P > 1) flat = Buffer({int64_t(P) * segment}, dt, dev);
   }
 
   bool mine(size_t i) const { return owner[i] == comm->rank(); }
@@ -48,15 +50,22 @@ struct DataParallelOptimizer::Group {
     const int64_t r = comm->rank();
     return flat.tensor().view({flat.numel()}).rows(r * segment, (r + 1) * segment);
   }
-  // Copies between each parameter's tensor (grad or value) and its slot; only_mine restricts
-  // to the owned run.
-  void pack(Buffer Param::*field, bool only_mine) {
-    for (size_t i = 0; i < params.size(); ++i)
-      if (!only_mine || mine(i)) ops::copy(slot(i), ((*params[i]).*field).tensor().view({params[i]->value.numel()}));
+  // Copies between each parameter's gradient or full-precision weights and its slot;
+  // only_mine restricts to the owned run.
+  enum class Field { grad, weights };
+  static Tensor flat_view(Param& p, Field f) {
+    return (f == Field::grad ? p.grad.tensor() : p.weights()).view({p.value.numel()});
   }
-  void unpack(Buffer Param::*field, bool only_mine) {
+  void pack(Field f, bool only_mine) {
     for (size_t i = 0; i < params.size(); ++i)
-      if (!only_mine || mine(i)) ops::copy(((*params[i]).*field).tensor().view({params[i]->value.numel()}), slot(i));
+      if (!only_mine || mine(i)) ops::copy(slot(i), flat_view(*params[i], f));
+  }
+  void unpack(Field f, bool only_mine) {
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (only_mine && !mine(i)) continue;
+      ops::copy(flat_view(*params[i], f), slot(i));
+      if (f == Field::weights) params[i]->refresh();
+    }
   }
   // Sum of squared gradients of each rank's run, the runs added in rank order.
   double sum_squares(bool zero1) const {
@@ -100,15 +109,15 @@ void DataParallelOptimizer::zero_grad() {
 void DataParallelOptimizer::reduce_gradients() {
   for (Group* g : {replicated_.get(), expert_.get()}) {
     if (g->comm->size() == 1) continue;  // the gradients are already the sums
-    g->pack(&Param::grad, false);
+    g->pack(Group::Field::grad, false);
     if (zero1_) {
-      Buffer mine({g->segment}, g->flat.dtype());
+      Buffer mine({g->segment}, g->flat.dtype(), g->flat.device());
       g->comm->reduce_scatter_sum(mine, g->flat);
       ops::copy(g->my_segment(), mine);
-      g->unpack(&Param::grad, true);
+      g->unpack(Group::Field::grad, true);
     } else {
       g->comm->all_reduce_sum(g->flat);
-      g->unpack(&Param::grad, false);
+      g->unpack(Group::Field::grad, false);
     }
   }
 }
@@ -132,11 +141,11 @@ void DataParallelOptimizer::step(double lr, double clip_scale) {
   if (!zero1_) return;
   for (Group* g : {replicated_.get(), expert_.get()}) {
     if (g->comm->size() == 1) continue;
-    g->pack(&Param::value, true);
-    Buffer mine({g->segment}, g->flat.dtype());
+    g->pack(Group::Field::weights, true);
+    Buffer mine({g->segment}, g->flat.dtype(), g->flat.device());
     ops::copy(mine, g->my_segment());
     g->comm->all_gather(g->flat, mine);
-    g->unpack(&Param::value, false);
+    g->unpack(Group::Field::weights, false);
   }
 }
 
@@ -148,7 +157,7 @@ std::vector<NamedTensor> DataParallelOptimizer::params_to_save() const {
   if (!pipeline_.saves) return out;
   for (const Group* g : {replicated_.get(), expert_.get()})
     for (size_t i = 0; i < g->params.size(); ++i)
-      if (g->mine(i)) out.push_back({g->params[i]->name, g->params[i]->value.tensor()});
+      if (g->mine(i)) out.push_back({g->params[i]->name, g->params[i]->weights()});
   return out;
 }
 

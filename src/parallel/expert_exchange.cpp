@@ -12,7 +12,8 @@ ExpertRange owned_experts(int64_t num_experts, int ep_rank, int ep_size) {
   return {per * ep_rank, per};
 }
 
-ExpertExchange::ExpertExchange(Communicator& ep, int64_t num_experts, const int32_t* offsets) : ep_(&ep) {
+ExpertExchange::ExpertExchange(Communicator& ep, int64_t num_experts, const int32_t* offsets, Device device)
+    : ep_(&ep) {
   const int P = ep.size();
   const int64_t per = owned_experts(num_experts, ep.rank(), P).count;
 
@@ -39,22 +40,24 @@ ExpertExchange::ExpertExchange(Communicator& ep, int64_t num_experts, const int3
     for (int64_t i = 0; i < per; ++i) recv_rows_[s] += ci[s * per + i];
   local_rows_ = local_offsets_[per];
 
+  if (P == 1) return;  // dispatch and combine are copies: no regrouping
   // Received rows arrive source-major (rank s's rows for local experts 0..per-1, each in the
   // sender's token order); the local layout is expert-major with sources in rank order.
-  regroup_ = Buffer({local_rows_, 1}, DType::i32);
-  int32_t* rg = regroup_.ptr<int32_t>();
+  Buffer regroup({local_rows_, 1}, DType::i32);
+  int32_t* rg = regroup.ptr<int32_t>();
   std::vector<int64_t> next(local_offsets_.begin(), local_offsets_.end() - 1);
   int64_t r = 0;
   for (int s = 0; s < P; ++s)
     for (int64_t i = 0; i < per; ++i)
       for (int32_t c = 0; c < ci[s * per + i]; ++c) rg[r++] = int32_t(next[i]++);
+  regroup_ = regroup.to_device(device);
 }
 
 void ExpertExchange::dispatch(Tensor local, Tensor perm) const {
   BK_CHECK(local.size(0) == local_rows_, "ExpertExchange::dispatch: local tensor has {} rows, the plan {}",
            local.size(0), local_rows_);
   if (ep_->size() == 1) return ops::copy(local, perm);
-  Buffer recv(local.shape, local.dtype);
+  Buffer recv(local.shape, local.dtype, local.device);
   ep_->all_to_all_v(recv, recv_rows_, perm, send_rows_);
   ops::moe_permute(local, recv, regroup_);
 }
@@ -63,7 +66,7 @@ void ExpertExchange::combine(Tensor perm, Tensor local) const {
   BK_CHECK(local.size(0) == local_rows_, "ExpertExchange::combine: local tensor has {} rows, the plan {}",
            local.size(0), local_rows_);
   if (ep_->size() == 1) return ops::copy(perm, local);
-  Buffer back(local.shape, local.dtype);
+  Buffer back(local.shape, local.dtype, local.device);
   ops::moe_permute_backward(back, local, regroup_);
   ep_->all_to_all_v(perm, send_rows_, back, recv_rows_);
 }

@@ -31,7 +31,8 @@ class ExpertExchange {
   ExpertExchange() = default;
   // Collective over ep: `offsets` [E+1] are this rank's moe_plan offsets (rows of expert e are
   // [offsets[e], offsets[e+1])). Learns how many rows every rank sends to every local expert.
-  ExpertExchange(Communicator& ep, int64_t num_experts, const int32_t* offsets);
+  // device: where the rows live (the regrouping index goes there).
+  ExpertExchange(Communicator& ep, int64_t num_experts, const int32_t* offsets, Device device = Device::cpu);
 
   int64_t local_rows() const { return local_rows_; }
   // Rows of local expert i (0-based among the owned ones) in the local layout.

@@ -1,15 +1,13 @@
 #include "parallel/process_grid.h"
 
 #include "core/error.h"
-#include "parallel/watchdog.h"
 
 namespace bk {
 namespace {
 
 // A watched world names its groups in timeout messages ("all_reduce_sum on communicator 'dp'").
 std::unique_ptr<Communicator> split_group(const Communicator& world, int color, int key, const char* name) {
-  if (const auto* w = dynamic_cast<const WatchedCommunicator*>(&world)) return w->split_named(color, key, name);
-  return world.split(color, key);
+  return world.split_named(color, key, name);
 }
 
 void check_shape(const GridShape& g) {

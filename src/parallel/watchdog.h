@@ -33,7 +33,7 @@ class WatchedCommunicator final : public Communicator {
   // The new communicator is watched too, named "<name>/<color>".
   std::unique_ptr<Communicator> split(int color, int key) const override;
   // Same as split, with a readable group name.
-  std::unique_ptr<Communicator> split_named(int color, int key, const std::string& name) const;
+  std::unique_ptr<Communicator> split_named(int color, int key, const std::string& name) const override;
 
  private:
   std::unique_ptr<Communicator> inner_;

@@ -58,6 +58,8 @@ Scalars tensorboard_scalars(const StepMetrics& m) {
                {"perf/elapsed_s", m.elapsed_s},
                {"perf/mem_gb", m.mem_gb},
                {"perf/act_gb", m.act_gb}};
+  if (m.gpu_mem_gb) s.emplace_back("perf/gpu_mem_gb", *m.gpu_mem_gb);
+  if (m.gpu_reserved_gb) s.emplace_back("perf/gpu_reserved_gb", *m.gpu_reserved_gb);
   if (m.val_loss) {
     s.emplace_back("val/loss", *m.val_loss);
     s.emplace_back("val/ppl", std::exp(*m.val_loss));
@@ -91,6 +93,8 @@ void MetricsLog::write(const StepMetrics& m) {
       {"elapsed_s", m.elapsed_s}, {"mem_gb", m.mem_gb}, {"act_gb", m.act_gb},
       {"skipped_updates", m.skipped_updates},
   };
+  if (m.gpu_mem_gb) j["gpu_mem_gb"] = *m.gpu_mem_gb;
+  if (m.gpu_reserved_gb) j["gpu_reserved_gb"] = *m.gpu_reserved_gb;
   if (m.skipped) j["skipped"] = true;
   if (m.val_loss) {
     j["val_loss"] = *m.val_loss;

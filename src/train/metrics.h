@@ -31,6 +31,9 @@ struct StepMetrics {
   std::optional<double> mtp_loss;            // mean MTP loss of the step (model.mtp.depth > 0)
   double mem_gb = 0;            // peak resident memory of the process so far, GiB
   double act_gb = 0;            // peak tensor bytes of the step above its start: activations, GiB
+                                // (host tensors on the CPU, the device allocator's on the GPU)
+  std::optional<double> gpu_mem_gb;       // GPU runs: peak device tensor bytes during the step, GiB
+  std::optional<double> gpu_reserved_gb;  // GPU runs: peak bytes the caching allocator holds, GiB
   bool skipped = false;         // non-finite loss or gradients: no optimizer step (train/step_guard.h)
   int64_t skipped_updates = 0;  // steps skipped so far in the run
 };

@@ -7,9 +7,9 @@
 namespace bk {
 
 AdamW::AdamW(const OptimizerConfig& cfg, ParamList params) : cfg_(cfg), params_(std::move(params)) {
-  for (Param* p : params_) {
-    m_.emplace_back(p->value.shape());
-    v_.emplace_back(p->value.shape());
+  for (Param* p : params_) {  // f32 moments next to the weights
+    m_.emplace_back(p->value.shape(), DType::f32, p->value.device());
+    v_.emplace_back(p->value.shape(), DType::f32, p->value.device());
   }
 }
 
@@ -31,7 +31,8 @@ void AdamW::step(double lr, double clip_scale) {
     s.weight_decay = p->decay ? float(cfg_.weight_decay) : 0.0f;
     s.grad_scale = float(clip_scale);
     s.step = t_;
-    ops::adamw_update(p->value, p->grad, m_[i], v_[i], s);
+    ops::adamw_update(p->weights(), p->grad, m_[i], v_[i], s);
+    p->refresh();  // mixed precision: the bf16 working copy of the updated f32 master
   }
 }
 

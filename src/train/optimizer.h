@@ -1,4 +1,6 @@
-// AdamW over a parameter list: fp32 moments per parameter, decoupled weight decay (skipped for
+// AdamW over a parameter list: fp32 moments per parameter on the parameter's device, updating
+// the full-precision weights (Param::weights(): the f32 master under mixed precision, whose bf16
+// working copy is refreshed after the update), decoupled weight decay (skipped for
 // parameters marked decay = false: norms, biases, static connector coefficients), and global
 // grad-norm clipping folded into the update as a gradient scale.
 #pragma once

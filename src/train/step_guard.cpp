@@ -20,9 +20,11 @@ void StepGuard::maybe_poison_gradients(int64_t step, const std::vector<Param*>& 
   if (debug_nan_step_ <= 0 || step != debug_nan_step_) return;
   for (Param* p : params) {
     if (p->grad.numel() == 0) continue;
-    BK_CHECK(p->grad.device() == Device::cpu, "training.debug_nan_at_step: gradients on the CPU only");
-    if (p->grad.dtype() == DType::f32) p->grad.ptr<float>()[0] = std::numeric_limits<float>::quiet_NaN();
-    else if (p->grad.dtype() == DType::f64) p->grad.ptr<double>()[0] = std::numeric_limits<double>::quiet_NaN();
+    // The first element, through a host copy (a debug hook: the GPU's gradients too).
+    Buffer host = p->grad.to_device(Device::cpu);
+    if (host.dtype() == DType::f32) host.ptr<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+    else if (host.dtype() == DType::f64) host.ptr<double>()[0] = std::numeric_limits<double>::quiet_NaN();
+    p->grad.upload(host);
   }
   spdlog::warn("step {}: training.debug_nan_at_step: gradients set to NaN", step);
 }

@@ -18,8 +18,10 @@
 #include "io/checkpoint.h"
 #include "io/data_loader.h"
 #include "parallel/data_parallel.h"
+#include "parallel/launch_env.h"
 #include "parallel/pipeline_executor.h"
 #include "parallel/process_grid.h"
+#include "parallel/routed_communicator.h"
 #include "parallel/self_communicator.h"
 #include "train/lr_schedule.h"
 
@@ -99,10 +101,20 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts, Communicator* worl
            "{}: parallel.dp * parallel.pp * parallel.ep = {} * {} * {} = {} must equal the number of processes ({}); "
            "launch with mpirun -np {} or change parallel.*", cfg.source, par.dp, par.pp, par.ep, par.dp * par.pp * par.ep,
            world->size(), par.dp * par.pp * par.ep);
-  grid_ = std::make_unique<ProcessGrid>(*world, GridShape{par.pp, par.ep, par.dp});
-  BK_CHECK(cfg.run.device != "cuda",
-           "{}: run.device: cuda: this build runs the model on the CPU only; set run.device to cpu or auto",
-           cfg.source);
+  device_ = std::make_unique<ComputeDevice>(cfg, read_launch_env().local_rank);
+  Communicator* grid_world = world;
+  if (device_->is_gpu() && world->size() > 1) {
+    // Host tensors keep going over MPI, device tensors over NCCL (parallel/routed_communicator.h).
+    BK_CHECK(par.pp == 1,
+             "{}: parallel.pp = {} on GPUs: pipeline stages run on the CPU only for now (the schedules post "
+             "receives ahead, and NCCL point-to-point on one comm stream would serialise them behind the "
+             "sends they wait for); use parallel.pp: 1 with dp/ep on GPUs, or run.device: cpu",
+             cfg.source, par.pp);
+    device_world_ = device_->device_transport(*world, par.timeout_s);
+    routed_world_ = std::make_unique<RoutedCommunicator>(*world, *device_world_);
+    grid_world = routed_world_.get();
+  }
+  grid_ = std::make_unique<ProcessGrid>(*grid_world, GridShape{par.pp, par.ep, par.dp});
 
   const int threads =
       cfg.run.threads > 0 ? cfg.run.threads : std::max(1, omp_get_num_procs() / ranks_on_this_node(world->size()));
@@ -145,6 +157,7 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts, Communicator* worl
   }
 
   model_ = std::make_unique<Model>(cfg.model, cfg.run.seed, &grid_->ep_group());
+  model_->place(device_->format());  // built and initialised on the CPU in f32
   int num_stages = 1;
   PipelineShare share;
   if (par.pp > 1) {
@@ -171,7 +184,9 @@ Trainer::Trainer(const Config& cfg, const TrainOptions& opts, Communicator* worl
       cfg.logging.jsonl && main_rank_ ? (fs::path(run_dir_) / "metrics.jsonl").string() : std::string(),
       cfg.logging.tensorboard && main_rank_ ? (fs::path(run_dir_) / "tensorboard").string() : std::string(),
       step_ + 1);
-  peak_ = measure_cpu_peak();
+  peak_ = device_->is_gpu() ? gpu_peak(device_->name()) : measure_cpu_peak();
+  if (device_->is_gpu() && peak_.flops == 0)
+    spdlog::warn("no datasheet bf16 peak for GPU '{}' (train/peak_flops.cpp): MFU is reported as 0", device_->name());
   // The kernels parallelise with OpenMP and call BLAS single-threaded inside their own blocks;
   // an idle OpenBLAS pool would only compete for the cores.
   openblas_set_num_threads(1);
@@ -244,7 +259,10 @@ void Trainer::restore(const std::string& path) {
 
   // All or nothing: every tensor this rank holds, read by its global name (so any layout reads
   // any other's checkpoint), and no tensor that no rank of this job saves.
-  for (Param* p : model_->params()) ck.read_model(p->name, p->value);
+  for (Param* p : model_->params()) {
+    ck.read_model(p->name, p->weights());
+    p->refresh();  // mixed precision: the working copy of the restored master
+  }
   for (auto& [name, t] : model_->state()) ck.read_model(name, t);
   for (const NamedTensor& t : optimizer_->optimizer_state_held()) ck.read_optimizer(t.name, t.tensor);
   Buffer counts({2}, DType::i64);
@@ -311,7 +329,12 @@ void Trainer::print_startup_table() const {
   spdlog::info("  schedule    {} steps, lr {:.2e} ({}, warmup {}), AdamW b=({}, {}) wd {}, clip {}",
                t.steps, cfg_.optimizer.lr, cfg_.optimizer.schedule.kind, cfg_.optimizer.schedule.warmup_steps,
                cfg_.optimizer.beta1, cfg_.optimizer.beta2, cfg_.optimizer.weight_decay, t.max_grad_norm);
-  spdlog::info("  threads     {} (OpenMP + OpenBLAS), device cpu", omp_get_max_threads());
+  if (device_->is_gpu())
+    spdlog::info("  device      cuda:{} {} | {} activations, f32 master weights, gradients and AdamW state | {} "
+                 "threads on the host", device_->index(), device_->name(), dtype_name(device_->format().dtype),
+                 omp_get_max_threads());
+  else
+    spdlog::info("  threads     {} (OpenMP + OpenBLAS), device cpu", omp_get_max_threads());
   if (!resumed_from_.empty())
     spdlog::info("  resumed     from {} at step {} ({} tokens seen)", resumed_from_, step_, human(double(tokens_seen_)));
 }
@@ -324,6 +347,8 @@ StepMetrics Trainer::train_step(int64_t step) {
   maybe_inject_fault(world_->rank(), step);
   const int64_t held_at_start = host_tensor_bytes().live;
   reset_host_tensor_peak();
+  const DeviceMemory dev_at_start = device_->memory();
+  device_->reset_peak_memory();
 
   train_data_->next_global_batch(t.global_batch_size);
   optimizer_->zero_grad();
@@ -366,13 +391,21 @@ StepMetrics Trainer::train_step(int64_t step) {
 
   tokens_seen_ += step_tokens;
   m.tokens = tokens_seen_;
+  device_->synchronize();  // the step's last kernels (the optimizer's) count in its time
   const double s = seconds_since(t0);
   m.ms_per_step = 1e3 * s;
   m.tokens_per_s = double(step_tokens) / s;
   // Against the peak of all the job's processes (each measured its own).
   m.mfu = peak_.flops > 0 ? model_->flops_per_token() * m.tokens_per_s / (peak_.flops * world_->size()) : 0;
   m.mem_gb = peak_rss_gb();
-  m.act_gb = double(host_tensor_bytes().peak - held_at_start) / double(1 << 30);
+  if (device_->is_gpu()) {
+    const DeviceMemory dev = device_->memory();
+    m.act_gb = dev.peak_gb - dev_at_start.allocated_gb;
+    m.gpu_mem_gb = dev.peak_gb;
+    m.gpu_reserved_gb = dev.reserved_gb;
+  } else {
+    m.act_gb = double(host_tensor_bytes().peak - held_at_start) / double(1 << 30);
+  }
   return m;
 }
 

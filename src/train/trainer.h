@@ -8,6 +8,7 @@
 #include "model/model.h"
 #include "train/metrics.h"
 #include "train/optimizer.h"
+#include "train/compute_device.h"
 #include "train/peak_flops.h"
 #include "train/step_guard.h"
 
@@ -57,11 +58,15 @@ class Trainer {
 
   Config cfg_;
   TrainOptions opts_;
+  // First member: destroyed last, after every device buffer the others hold.
+  std::unique_ptr<ComputeDevice> device_;
   std::string run_dir_;
   std::unique_ptr<TokenLoader> train_data_, val_data_;
   std::unique_ptr<Model> model_;
   std::unique_ptr<Communicator> self_world_;  // the world of a one-process run
-  Communicator* world_ = nullptr;
+  Communicator* world_ = nullptr;             // host tensors: every collective of the trainer itself
+  // Several GPUs: NCCL over the world, and the grid's world routing device tensors to it.
+  std::unique_ptr<Communicator> device_world_, routed_world_;
   std::unique_ptr<ProcessGrid> grid_;
   bool main_rank_ = true;  // world rank 0: the console, metrics, run directory and config.yaml
   std::unique_ptr<PipelineExecutor> pipeline_;  // parallel.pp > 1: runs each step's schedule

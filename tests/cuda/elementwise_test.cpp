@@ -1,4 +1,11 @@
 // add_inplace, copy and sum_squares on the GPU against the CPU reference.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/bf16.h"
 #include "cuda/cuda_testing.h"
 
 namespace bk::test {
@@ -23,6 +30,41 @@ TEST_P(ElementwiseCuda, AddInplaceSameAndMixedDtypes) {
     for (int64_t i = 0; i < n; ++i) twice.ptr<float>()[i] = 2 * x.ptr<float>()[i];
     expect_close("x += x", d_x, twice, kTolF32);  // doubling is exact
   }
+}
+
+// The converting copy behind mixed precision (master f32 -> bf16 working weights): round to
+// nearest even, ties to even, NaN and infinities kept; bf16 -> f32 exact. Odd lengths and a
+// misaligned view exercise the scalar tail next to the 8-wide vector path.
+TEST(ElementwiseCudaConvert, CopyRoundsToNearestEvenBothWays) {
+  std::vector<float> v = {1.0f, -2.5f, 3.14159265f, 1e-30f, 65504.0f, 1e38f,
+                          std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                          std::numeric_limits<float>::quiet_NaN(),
+                          std::bit_cast<float>(uint32_t(0x3f808000)),   // a tie: rounds down to even 0x3f80
+                          std::bit_cast<float>(uint32_t(0x3f818000))};  // a tie: rounds up to even 0x3f82
+  for (int i = 0; i < 40; ++i) v.push_back(std::sin(0.37f * float(i)) * 100.0f);  // 51 elements
+  const int64_t n = int64_t(v.size());
+  Buffer host({n});
+  std::copy(v.begin(), v.end(), host.ptr<float>());
+  Buffer d32 = to_device(host, DType::f32), d16 = device_output({n}, DType::bf16);
+  cuda::copy(d16, d32);
+  Buffer got = to_host(d16);
+  for (int64_t i = 0; i < n; ++i) {
+    const float want = round_bf16(v[size_t(i)]);
+    if (std::isnan(want)) EXPECT_TRUE(std::isnan(got.ptr<float>()[i])) << i;
+    else EXPECT_EQ(got.ptr<float>()[i], want) << i << ": " << v[size_t(i)];
+  }
+  EXPECT_EQ(got.ptr<float>()[9], std::bit_cast<float>(uint32_t(0x3f800000)));
+  EXPECT_EQ(got.ptr<float>()[10], std::bit_cast<float>(uint32_t(0x3f820000)));
+  // bf16 -> f32 is exact; through a view one element in (not 16-byte aligned).
+  Buffer back = device_output({n - 1}, DType::f32);
+  cuda::copy(back, d16.tensor().rows(1, n));
+  Buffer b = to_host(back);
+  for (int64_t i = 1; i < n; ++i) {
+    if (std::isnan(got.ptr<float>()[i])) EXPECT_TRUE(std::isnan(b.ptr<float>()[i - 1]));
+    else EXPECT_EQ(b.ptr<float>()[i - 1], got.ptr<float>()[i]) << i;
+  }
+  Buffer ids(Shape{n}, DType::i32, Device::cuda);
+  expect_error([&] { cuda::copy(d16, ids); }, {"copy", "f32 and bf16 only"});
 }
 
 TEST_P(ElementwiseCuda, SumSquaresMatchesCpuInDouble) {

@@ -31,7 +31,11 @@ cases = [
     (["train", cfg, "--set", f"run.dir={a.work}/r3", "--set", "model.vocab_size=100"] + data, 1,
      ["model.vocab_size"]),
     (["train", cfg, "--set", "run.device=cuda", "--set", f"run.dir={a.work}/r4"] + data, 1, ["run.device"]),
+    (["train", cfg, "--set", "run.device=cpu", "--set", "run.precision=bf16", "--set", f"run.dir={a.work}/r5"] + data,
+     1, ["run.precision: bf16 needs the GPU"]),
+    (["train", cfg, "--set", "run.precision=fp8"] + data, 1, ["run.precision"]),
     (["train", cfg, "--set", "parallel.dp=2", "--set", "training.global_batch_size=16"] + data, 1, ["parallel"]),
+    (["eval", "--checkpoint", a.work, "--device", "gpu"], 1, ["--device: expected auto, cpu or cuda"]),
 ]
 failures = []
 for args, code, needles in cases:

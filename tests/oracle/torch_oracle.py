@@ -331,6 +331,12 @@ def route(b, cfg, mutate):
     return bm.topk(k, dim=-1).indices, eligible, margin
 
 
+def router_logits(n, w):
+    """The router's product W_r n (its own function: tools/bench/torch_reference.py runs it in fp32
+    under bf16 autocast, as Birkhoff keeps router logits and scores in f32)."""
+    return F.linear(n, w)
+
+
 def moe_ffn(x, p, pre, cfg, mutate, ctx):
     """DeepSeekMoE (src/model/moe.h), written from the DeepSeek-V3 equations:
         n = rmsnorm(x);  s = sigmoid(W_r n);  top-k experts by s + bias (bias: model state, no
@@ -341,7 +347,7 @@ def moe_ffn(x, p, pre, cfg, mutate, ctx):
     S, T, C = x.shape
     E, k = cfg["moe_routed_experts"], cfg["moe_top_k"]
     n = rms_norm(x, p[f"{pre}.norm.weight"], cfg["norm_eps"])
-    logits = F.linear(n, p[f"{pre}.router.weight"])                              # [S, T, E]
+    logits = router_logits(n, p[f"{pre}.router.weight"])                         # [S, T, E]
     s = torch.softmax(logits, dim=-1) if mutate == "router_softmax" else torch.sigmoid(logits)
     bias = ctx["bias"][pre]
     with torch.no_grad():  # the choice is not differentiable; made in float64 from fp32 weights
@@ -359,7 +365,7 @@ def moe_ffn(x, p, pre, cfg, mutate, ctx):
         tok, slot = (idf == e).nonzero(as_tuple=True)
         if tok.numel():
             y = swiglu(nf[tok], p, f"{pre}.experts.{e}", mutate)
-            out = out.index_add(0, tok, gf[tok, slot].unsqueeze(-1) * y)
+            out = out.index_add(0, tok, (gf[tok, slot].unsqueeze(-1) * y).to(out.dtype))  # autocast: mixed
     out = out.view(S, T, C)
     if cfg["moe_shared_experts"] > 0 and mutate != "no_shared_expert":
         out = out + swiglu(n, p, f"{pre}.shared", mutate)

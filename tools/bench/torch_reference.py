@@ -3,15 +3,15 @@
 --birkhoff) the same config trained by Birkhoff in the same run, as a table of tokens/s.
 
     /usr/bin/python3 tools/bench/torch_reference.py configs/tiny-cpu-mhc.yaml \\
-        --steps 20 --warmup 3 --birkhoff build/bin/birkhoff [--compile] [--json OUT]
+        --steps 20 --warmup 3 --birkhoff build/bin/birkhoff [--compile] [--dtype f32|bf16] [--json OUT]
 
 The PyTorch model is the independent oracle's (tests/oracle/torch_oracle.py: embedding,
 baseline / hc / mhc connectors with an unrolled Sinkhorn, MHA or MLA, dense SwiGLU or
-DeepSeekMoE, MTP, head), imported, in float32, on --device. The oracle is written for float64
-exactness, not speed; four of its functions are replaced *in this process only* by equivalents
-a PyTorch user would write for speed (the oracle file and its tests are untouched):
-  - rope: float32 cos/sin tables cached per (T, D, device) (the oracle builds float64 tables on
-    every call, which would promote the attention path to float64);
+DeepSeekMoE, MTP, head), imported, on --device, in --dtype (below). The oracle is written for
+float64 exactness, not speed; four of its functions are replaced *in this process only* by
+equivalents a PyTorch user would write for speed (the oracle file and its tests are untouched):
+  - rope: cos/sin tables in the activations' dtype cached per (T, D, dtype, device) (the oracle
+    builds float64 tables on every call, which would promote the attention path to float64);
   - causal_attention: F.scaled_dot_product_attention(is_causal=True) where torch has it (>= 2.0),
     else the oracle's softmax(QK^T) V with a cached mask;
   - connect (hc / mhc): without the oracle's conditioning diagnostic (an extra reduction and a
@@ -20,13 +20,33 @@ a PyTorch user would write for speed (the oracle file and its tests are untouche
 Everything else (norms, connectors, Sinkhorn, MLA, MoE dispatch as a loop over experts with
 index_add, balance loss, MTP, cross-entropy) is the oracle's code.
 
+--dtype (default: bf16 on cuda, f32 on cpu, as Birkhoff's run.precision auto) is the PyTorch
+side's precision. f32: parameters, activations and optimizer in float32 (on CUDA with TF32 off,
+PyTorch's default for matmuls). bf16: PyTorch's standard AMP recipe, Birkhoff's mixed precision
+as closely as it goes: each micro-batch's forward runs under torch.autocast(device_type,
+bfloat16), so every matmul (linear, attention, einsum) computes in bf16 with fp32 accumulation
+and the backward follows it, while the parameters, their gradients and AdamW's state stay
+float32 (no GradScaler: bf16 keeps fp32's exponent range). What Birkhoff keeps in fp32 with bf16
+activations (docs/cuda.md) is taken out of autocast: the hc / mhc connector coefficients (the
+norm, phi / w projection, sigmoid / tanh and the whole Sinkhorn), the MoE router (logits,
+sigmoid scores, gates, balance loss; for this moe_ffn is replaced by the oracle's without its
+test mutations) and the cross-entropy (on fp32 logits; install_bf16 says which ops autocast
+lowers on which device). The rest follows autocast's rules: the residual streams stay float32
+(fp32 embedding + bf16 sublayer output; Birkhoff's are bf16), the hc / mhc stream mixing
+(H_pre X, H_res X) is a bf16 batched matmul, and the norms' statistics and the softmax of the
+torch < 2.0 attention fallback are fp32 on CUDA but bf16 on the CPU (CPU autocast casts no
+elementwise op or reduction up). bf16 on the CPU works (it is how the option is checked without
+a GPU) but is not a timing reference: Birkhoff's CPU trainer is f32. --dtype does not change
+Birkhoff's precision (its run.precision; the table's dtype column shows both).
+
 A training step is what Birkhoff's step is: num_microbatches = global_batch_size /
 micro_batch_size forward/backward passes of micro_batch_size x seq_len random tokens with
 accumulated gradients, global-norm clipping (training.max_grad_norm), AdamW (weight decay on
 matrices only) and, with MoE, the loss-free routing-bias update. The step time is wall time
 (torch.cuda.synchronize() on CUDA); tokens/s = tokens per step / median step time over --steps
 timed steps after --warmup untimed ones. With --compile, the micro-batch loss is also run through
-torch.compile (torch >= 2.0; a note says so when it is unavailable, as with Debian's torch 1.13).
+torch.compile (torch >= 2.0; a note says so when it is unavailable, as with Debian's torch 1.13);
+with bf16 the autocast context and its fp32 regions are inside the compiled function.
 
 With --birkhoff PATH the script runs `PATH train CONFIG` with training.steps = warmup + steps,
 run.dir in a temporary directory, run.threads = --threads, per-step logging, no validation
@@ -43,10 +63,11 @@ set_num_threads does not size OpenBLAS's own pool). --rounds R repeats the measu
 median over rounds: on a shared VM this cancels slow drifts in the load.
 
 Exit status: 0 on success, 1 when a run fails, 2 for a usage error (missing config or binary,
-bad --device, CUDA requested but unavailable).
+bad --device, CUDA requested but unavailable, bf16 unsupported).
 """
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -125,7 +146,7 @@ def load_config(args):
             die(f"`{' '.join(cmd)}` failed:\n{r.stderr.strip() or r.stdout.strip()}")
         return coerce(yaml.safe_load(r.stdout)), "birkhoff config"
     with open(args.config) as f:
-        conf = merge(DEFAULTS, coerce(yaml.safe_load(f)))
+        conf = merge(copy.deepcopy(DEFAULTS), coerce(yaml.safe_load(f)))  # --set below edits it
     for s in args.set:
         key, sep, val = s.partition("=")
         if not sep:
@@ -217,6 +238,55 @@ def import_oracle():
     return oracle, torch, sdpa is not None
 
 
+def install_bf16(oracle, torch, device_type):
+    """--dtype bf16: the parts of the model that Birkhoff keeps in fp32 also with bf16 activations
+    (docs/cuda.md: connector parameters and coefficients, router logits / scores / gates, the
+    per-token losses) taken out of autocast, in this process only.
+
+    Under torch.autocast(bfloat16) every matmul (F.linear, @, bmm and so einsum) runs in bf16 on
+    both CPU and CUDA; on CUDA exp, pow, rsqrt, sum, softmax, log_softmax and the losses are cast
+    up to fp32, but on the CPU only the losses are (exp, pow, sum and softmax stay in their input's
+    dtype), and sigmoid and tanh follow their input on both. So, left to autocast, the connector's
+    phi / w projection and the router's logits would be bf16 GEMMs, and the sigmoids, tanh and
+    Sinkhorn after them would see bf16 logits (and on the CPU also compute in bf16). Each region
+    below runs under autocast(enabled=False) with its input cast to fp32 where it may be bf16:
+      - connector coefficients (hc / mhc: the norm, projection, sigmoid / tanh and the unrolled
+        Sinkhorn), input X: the streams are fp32 from the embedding (the autocast result of
+        fp32 + bf16 is fp32) but bf16 from an MTP module's projection;
+      - MoE router: the oracle's router_logits product in fp32, so the sigmoid scores, gates and
+        the balance loss after it are fp32 too (the oracle casts each expert's gated output to
+        its index_add target's dtype);
+      - the loss: the head GEMM stays bf16, the cross-entropy runs on fp32 logits (autocast would
+        cast them up too, on both devices; this makes it explicit).
+    What stays under autocast: every other matmul (attention, FFN and expert GEMMs, the head, the
+    connector's stream mixing H_pre X and H_res X), attention, RoPE and the norms (whose
+    statistics autocast computes in fp32 on CUDA, bf16 on the CPU)."""
+    F = torch.nn.functional
+
+    def fp32():
+        return torch.autocast(device_type=device_type, enabled=False)
+
+    def in_fp32(coefficients):
+        def wrapped(X, p, c, cfg, mutate=None):
+            with fp32():
+                return coefficients(X.float(), p, c, cfg, mutate)
+        return wrapped
+
+    def router_logits(n, w):
+        with fp32():
+            return F.linear(n.float(), w)
+
+    def head_ce_sum(h, p, targets, cfg):
+        logits = F.linear(oracle.rms_norm(h, p["final_norm.weight"], cfg["norm_eps"]), p["head.weight"])
+        with fp32():
+            return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1),
+                                   ignore_index=-1, reduction="sum")
+
+    oracle.mhc_coefficients = in_fp32(oracle.mhc_coefficients)
+    oracle.hc_coefficients = in_fp32(oracle.hc_coefficients)
+    oracle.router_logits, oracle.head_ce_sum = router_logits, head_ce_sum
+
+
 def init_params(oracle, torch, cfg, conf, device, gen):
     """Every parameter of expected_params(cfg), float32, initialised as Birkhoff does (docs/mhc.md
     for the connectors; output projections at init_std / sqrt(2 L))."""
@@ -257,8 +327,9 @@ def init_params(oracle, torch, cfg, conf, device, gen):
 
 
 class TorchTrainer:
-    def __init__(self, oracle, torch, conf, device, compile_):
+    def __init__(self, oracle, torch, conf, device, compile_, dtype="f32"):
         self.torch, self.oracle, self.device = torch, oracle, device
+        self.amp = dtype == "bf16"  # install_bf16 has replaced the fp32 regions already
         self.cfg = cfg = oracle_cfg(conf)
         tr, opt = conf["training"], conf["optimizer"]
         self.B, self.T = int(tr["micro_batch_size"]), cfg["seq_len"]
@@ -293,7 +364,12 @@ class TorchTrainer:
         self.gen = torch.Generator().manual_seed(int(conf["run"]["seed"]) + 1)
 
     def micro_loss(self, params, tokens, targets):
-        ce, mtp, bal = self.oracle.step_loss(params, tokens, targets, self.cfg, None, self.ctx)
+        # --dtype bf16: PyTorch's AMP recipe. The forward runs under autocast (fp32 parameters,
+        # cast to bf16 where an op computes in bf16); the backward, outside it, runs each op in the
+        # dtype of its forward, and the gradients arrive in the parameters' fp32 (no GradScaler:
+        # bf16 has fp32's exponent range). Inside torch.compile the context is traced with it.
+        with self.torch.autocast(device_type=self.device.type, dtype=self.torch.bfloat16, enabled=self.amp):
+            ce, mtp, bal = self.oracle.step_loss(params, tokens, targets, self.cfg, None, self.ctx)
         obj = ce
         if mtp is not None:
             obj = obj + self.cfg["mtp_weight"] * mtp
@@ -338,10 +414,11 @@ class TorchTrainer:
 
 
 def run_torch(oracle, torch, conf, device, compile_, args):
-    t = TorchTrainer(oracle, torch, conf, device, compile_)
+    t = TorchTrainer(oracle, torch, conf, device, compile_, args.dtype)
     times, losses = t.bench(args.warmup, args.steps)
     med = statistics.median(times)
     return {"impl": "pytorch " + ("torch.compile" if compile_ else "eager"), "device": str(device),
+            "dtype": args.dtype,
             "ms_per_step": med * 1e3, "tokens_per_s": t.tokens_per_step / med,
             "tokens_per_step": t.tokens_per_step, "step_ms": [x * 1e3 for x in times],
             "first_loss": losses[0], "last_loss": losses[-1]}
@@ -353,7 +430,9 @@ def run_birkhoff(args, threads):
     tmp = tempfile.mkdtemp(prefix="torch_reference_")
     try:
         total = args.warmup + args.steps
+        # The same device and precision as the PyTorch side.
         ours = [f"training.steps={total}", f"run.dir={tmp}", f"run.threads={threads}",
+                f"run.device={args.device}", f"run.precision={args.dtype}",
                 "training.log_interval=1", "training.eval_interval=0", "training.stop_at_step=0",
                 "optimizer.schedule.warmup_steps=0", "checkpoint.interval=0",
                 "checkpoint.save_final=false", "logging.tensorboard=false", "logging.jsonl=true"]
@@ -371,9 +450,12 @@ def run_birkhoff(args, threads):
         timed = [recs[s] for s in sorted(recs) if s > args.warmup]
         if len(timed) < 1:
             die(f"{tmp}/metrics.jsonl has no step after the warm-up", 1)
-        m = re.search(r"device (\w+)", r.stdout + r.stderr)
+        log = r.stdout + r.stderr
+        m = re.search(r"device\s+(cuda:\d+|cpu)\b", log)
+        p = re.search(r"\|\s*(bf16|f32) activations", log)  # the GPU trainer's start-up line; the CPU's is f32
         tps = statistics.median(x["tokens_per_s"] for x in timed)
         return {"impl": "birkhoff", "device": m.group(1) if m else "?",
+                "dtype": p.group(1) if p else "f32" if m and m.group(1) == "cpu" else "?",
                 "ms_per_step": statistics.median(x["ms_per_step"] for x in timed), "tokens_per_s": tps,
                 "step_ms": [x["ms_per_step"] for x in timed],
                 "first_loss": recs[min(recs)]["loss"], "last_loss": recs[max(recs)]["loss"],
@@ -392,6 +474,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps before them (default 3)")
     ap.add_argument("--device", default="auto", help="cpu | cuda | auto (default auto: cuda if available)")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile (torch >= 2.0)")
+    ap.add_argument("--dtype", choices=("f32", "bf16"),
+                    help="PyTorch's precision: f32, or bf16 autocast with fp32 weights and AdamW "
+                         "(default: bf16 on cuda, f32 on cpu)")
     ap.add_argument("--birkhoff", metavar="PATH", help="the birkhoff binary: also time `birkhoff train`")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="config override, for both implementations (repeatable)")
@@ -434,7 +519,16 @@ def main():
         die(f"--device cuda, but this torch ({torch.__version__}) has no usable CUDA device")
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
                           else "cpu")
+    args.device = device.type  # resolved: the Birkhoff run uses the same (run_birkhoff)
     torch.set_num_threads(threads)
+    if args.dtype is None:
+        args.dtype = "bf16" if device.type == "cuda" else "f32"
+    if args.dtype == "bf16":
+        if not hasattr(torch, "autocast"):
+            die(f"--dtype bf16 needs torch.autocast (torch >= 1.10; this is {torch.__version__})")
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            die(f"--dtype bf16: {torch.cuda.get_device_name(device)} does not support bf16 in this torch")
+        install_bf16(oracle, torch, device.type)
     conf, source = load_config(args)
 
     notes = [omp_note] if omp_note else []
@@ -448,15 +542,14 @@ def main():
     if not has_sdpa:
         notes.append(f"torch {torch.__version__} has no scaled_dot_product_attention: attention is "
                      "softmax(QK^T)V with a cached causal mask")
-    if args.birkhoff and device.type != "cpu":
-        notes.append("Birkhoff's trainer runs on the CPU (the GPU trainer is not built yet): the ratio "
-                     "compares a CPU run with a GPU one")
 
     m = conf["model"]
     print(f"torch_reference: {args.config} ({source}): {m['residual']['mode']} {m['attention']} {m['ffn']}, "
           f"V={m['vocab_size']} C={m['dim']} L={m['n_layers']} T={m['seq_len']}, batch "
           f"{conf['training']['global_batch_size']} x {m['seq_len']} (micro {conf['training']['micro_batch_size']}); "
-          f"torch {torch.__version__} on {device}, {threads} threads; {args.warmup} warm-up + {args.steps} timed steps"
+          f"torch {torch.__version__} on {device}, {threads} threads, "
+          + ("bf16 autocast (fp32 weights, gradients and AdamW)" if args.dtype == "bf16" else "float32")
+          + f"; {args.warmup} warm-up + {args.steps} timed steps"
           + (f", {args.rounds} rounds" if args.rounds > 1 else ""))
     for n in notes:
         print(f"torch_reference: note: {n}")
@@ -494,18 +587,19 @@ def main():
     for x in result:
         x["vs_birkhoff"] = x["tokens_per_s"] / bk if bk else None
 
-    head = ("implementation", "device", "threads", "ms/step", "tokens/s", "vs Birkhoff")
-    body = [(x["impl"], x["device"], str(threads), f"{x['ms_per_step']:.1f}", f"{x['tokens_per_s']:.0f}",
-             f"{x['vs_birkhoff']:.2f}x" if x["vs_birkhoff"] else "-") for x in result]
+    head = ("implementation", "device", "dtype", "threads", "ms/step", "tokens/s", "vs Birkhoff", "loss 1st -> last")
+    body = [(x["impl"], x["device"], x["dtype"], str(threads), f"{x['ms_per_step']:.1f}", f"{x['tokens_per_s']:.0f}",
+             f"{x['vs_birkhoff']:.2f}x" if x["vs_birkhoff"] else "-",
+             f"{x['first_loss']:.4f} -> {x['last_loss']:.4f}") for x in result]
     w = [max(len(s) for s in col) for col in zip(head, *body)]
     print(f"\n{args.config}: median over {args.steps} timed steps"
           + (f", median of {args.rounds} rounds" if args.rounds > 1 else ""))
     for row in (head,) + tuple(body):
-        print("  " + "  ".join(s.ljust(w[i]) if i < 2 else s.rjust(w[i]) for i, s in enumerate(row)))
+        print("  " + "  ".join(s.ljust(w[i]) if i < 3 else s.rjust(w[i]) for i, s in enumerate(row)))
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
         with open(args.json, "w") as f:
-            json.dump({"config": args.config, "torch": torch.__version__, "threads": threads,
+            json.dump({"config": args.config, "torch": torch.__version__, "dtype": args.dtype, "threads": threads,
                        "steps": args.steps, "warmup": args.warmup, "rounds": args.rounds,
                        "set": args.set, "notes": notes, "results": result}, f, indent=1)
     return 0

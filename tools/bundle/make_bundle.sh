@@ -12,9 +12,15 @@
 #   lib/compat/          the compiler runtime (libstdc++, libgcc_s, libgomp, gfortran): on the
 #                        path only if the host's glibc is new enough for it
 #   lib/mpi/             Open MPI's libraries (left out of the path with BK_SYSTEM_MPI=1)
-#   configs/             the run configurations
+#   configs/             the run configurations (bench-1b-moe.yaml, tiny-*.yaml, paper-*.yaml, ...)
+#   tools/bench/         connector_overhead.py (baseline vs hc vs mhc end to end) and
+#                        torch_reference.py (the same model in PyTorch), docs/performance.md
+#   tests/oracle/, tests/bk_safetensors.py   the PyTorch model torch_reference.py imports
+#   data/kjv/            train.bin, val.bin, tokenizer.json when data/kjv has been prepared here
+#                        (tools/prepare_corpus.sh); without them the bundle trains on random tokens
 #   run.sh               ./run.sh <binary> [args]: runs bin/<binary> with lib/ on LD_LIBRARY_PATH
-#   run_gpu_tests.sh     runs every GPU test, one process per test, and prints a summary table
+#   run_gpu_tests.sh     runs every GPU test, one process per test, then the benchmarks and two
+#                        training runs on the GPU, and prints a summary table
 #   BUILD_INFO           commit, compiler, CUDA version, architectures
 set -euo pipefail
 
@@ -101,6 +107,23 @@ glibc_need "$out"/bin/* >"$out/bin/GLIBC_NEEDED"
 # Open MPI's plugins, which come from the host's Open MPI when mpirun is used.
 
 cp -r "$root/configs" "$out/configs"
+# The end-to-end benchmark and its PyTorch peer (docs/performance.md) with what they import:
+# torch_reference.py puts <root>/tests/oracle on sys.path for torch_oracle.py, which imports
+# <root>/tests/bk_safetensors.py; the bundle keeps those relative paths.
+mkdir -p "$out/tools/bench" "$out/tests/oracle"
+cp "$root/tools/bench/connector_overhead.py" "$root/tools/bench/torch_reference.py" "$out/tools/bench/"
+cp "$root/tests/oracle/torch_oracle.py" "$out/tests/oracle/"
+cp "$root/tests/bk_safetensors.py" "$out/tests/"
+chmod +x "$out/tools/bench/connector_overhead.py" "$out/tools/bench/torch_reference.py"
+# The tiny configs' corpus (data.train: data/kjv/train.bin), when it has been prepared here.
+if [[ -f "$root/data/kjv/train.bin" && -f "$root/data/kjv/val.bin" ]]; then
+  mkdir -p "$out/data/kjv"
+  for f in train.bin val.bin tokenizer.json stats.json; do
+    if [[ -f "$root/data/kjv/$f" ]]; then cp "$root/data/kjv/$f" "$out/data/kjv/"; fi
+  done
+else
+  echo "== note: no data/kjv/{train,val}.bin here (tools/prepare_corpus.sh): the bundle's training runs use random tokens"
+fi
 cp "$root/tools/bundle/run.sh" "$root/tools/bundle/run_gpu_tests.sh" "$out/"
 [[ -f "$root/docs/cuda.md" ]] && cp "$root/docs/cuda.md" "$out/README-cuda.md"
 chmod +x "$out/run.sh" "$out/run_gpu_tests.sh"

@@ -29,6 +29,12 @@ int cuda_device_count() {
   return n;
 }
 
+std::string cuda_device_name(int device) {
+  cudaDeviceProp prop{};
+  BK_CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+  return prop.name;
+}
+
 DeviceContext::DeviceContext(int device) : device_(device) {
   const int n = cuda_device_count();
   BK_CHECK(device >= 0 && device < n, "CUDA device {} requested but this host has {} device(s)",

@@ -11,6 +11,8 @@
 // Cross-stream order is always explicit: Event::record on the producer, Event::wait on the
 // consumer. No CUDA headers here: host code compiled without nvcc includes this file.
 #pragma once
+#include <string>
+
 #include "core/stream.h"
 #include "core/tensor.h"
 
@@ -18,6 +20,8 @@ namespace bk {
 
 // Number of CUDA devices; 0 (never an error) when there is no driver or no device.
 int cuda_device_count();
+// The device's name as the driver reports it (e.g. "NVIDIA H100 80GB HBM3").
+std::string cuda_device_name(int device);
 
 class DeviceContext {
  public:

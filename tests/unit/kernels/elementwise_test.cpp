@@ -17,6 +17,19 @@ TEST(Elementwise, AddInplaceAndCopy) {
   EXPECT_TRUE(bitwise_equal(a, b));
 }
 
+// Float dtypes that differ are converted: f64 -> f32 rounds each element as a C++ cast does, and
+// f32 -> f64 is exact.
+TEST(Elementwise, CopyConvertsBetweenFloatDtypes) {
+  Buffer x64 = randn({3, 5}, 94), x32({3, 5}, DType::f32), back({3, 5}, DType::f64);
+  ops::copy(x32, x64);
+  ops::copy(back, x32);
+  for (int64_t i = 0; i < 15; ++i) {
+    EXPECT_EQ(x32.ptr<float>()[i], float(x64.ptr<double>()[i]));
+    EXPECT_EQ(back.ptr<double>()[i], double(float(x64.ptr<double>()[i])));
+  }
+  EXPECT_NE(get(x64, 0), get(back, 0));  // not vacuous: the f32 rounding is visible
+}
+
 // Large enough for several chunks (and several threads); compared with a plain double loop.
 TEST(Elementwise, SumSquaresMatchesDoubleLoop) {
   Buffer x = randn({70001}, 92, 1.0, DType::f32);
@@ -36,7 +49,8 @@ TEST(Elementwise, RejectsBadShapes) {
   expect_error([&] { ops::add_inplace(a, b); }, {"add_inplace", "x is [5, 3]"});
   expect_error([&] { ops::add_inplace(a, c); }, {"add_inplace", "f64"});
   expect_error([&] { ops::copy(a, b); }, {"copy", "src is [5, 3]"});
-  expect_error([&] { ops::copy(a, c); }, {"copy", "f64"});
+  expect_error([&] { ops::copy(a, ids({1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}).tensor().view({3, 5})); },
+               {"copy", "i32", "f32 and f64 only"});
   expect_error([&] { ops::sum_squares(ids({1})); }, {"sum_squares", "i32"});
 }
 

@@ -77,7 +77,7 @@ TEST_P(ModelGradcheck, EveryParameterMatchesFiniteDifferences) {
       for (int64_t i = 0; i < p->value.numel(); ++i) v[i] += float(0.2 * rng.normal());
     }
   }
-  m.to(DType::f64);
+  m.place({DType::f64, Device::cpu});
   Data d;
   for (int i = 0; i < B * T; ++i) {
     d.in.push_back(int32_t(rng.next_u64() % c.vocab_size));
