@@ -6,8 +6,8 @@
 //   steps 7-12 as the uninterrupted run: the f32 masters, AdamW moments, routing biases and
 //   the data cursor all round-trip through the checkpoint (the bf16 working copies are
 //   rebuilt from the masters).
-// - CPU agreement: in f32 the GPU trainer's first 5 losses match the CPU trainer's within 1e-4
-//   relative (kernel summation order only; the optimizer and the bias updates run on both).
+// - CPU agreement: in f32 the GPU trainer's first 5 losses (dense FFN, mhc, MTP) match the CPU
+//   trainer's within 1e-4 relative (kernel summation order only; AdamW runs on both).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -125,10 +125,13 @@ TEST(TrainerGpu, ResumeContinuesTheRunExactly) {
   for (int64_t s = 1; s <= 12; ++s) EXPECT_EQ(split.at(s), whole.at(s)) << "step " << s;
 }
 
+// Dense FFN: with MoE, fp32 summation-order differences (~1e-6) would flip the top-k choice of
+// tokens whose two best scores are that close (with init_std 0.02 the scores differ by ~1e-4,
+// so a few per step), a real but discrete difference that this bound is not about.
 TEST(TrainerGpu, F32MatchesTheCpuTrainer) {
   Fixture fx;
-  const auto gpu = fx.train(fx.config("gpu", 5, {"run.precision=f32"}));
-  const auto cpu = fx.train(fx.config("cpu", 5, {"run.device=cpu", "run.precision=f32"}));
+  const auto gpu = fx.train(fx.config("gpu", 5, {"run.precision=f32", "model.ffn=dense"}));
+  const auto cpu = fx.train(fx.config("cpu", 5, {"run.device=cpu", "run.precision=f32", "model.ffn=dense"}));
   for (int64_t s = 1; s <= 5; ++s) EXPECT_NEAR(gpu.at(s) / cpu.at(s), 1.0, 1e-4) << "step " << s;
 }
 
