@@ -74,6 +74,16 @@ void cross_entropy_backward(Tensor dlogits, Tensor logits, Tensor targets, float
 void add_inplace(Tensor y, Tensor x, Stream s) { BK_ROUTE(add_inplace, y, y, x, s); }
 void copy(Tensor dst, Tensor src, Stream s) { BK_ROUTE(copy, dst, dst, src, s); }
 double sum_squares(Tensor x, Stream s) { BK_ROUTE(sum_squares, x, x, s); }
+std::vector<double> sum_squares_many(const std::vector<Tensor>& x, Stream s) {
+  if (x.empty()) return {};
+  BK_ROUTE(sum_squares_many, x.front(), x, s);
+}
+void adamw_update_many(const std::vector<Tensor>& w, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const std::vector<float>& weight_decay, const AdamWStep& p,
+                       Stream s) {
+  if (w.empty()) return;
+  BK_ROUTE(adamw_update_many, w.front(), w, g, m, v, weight_decay, p, s);
+}
 void adamw_update(Tensor w, Tensor g, Tensor m, Tensor v, const AdamWStep& p, Stream s) {
   BK_ROUTE(adamw_update, w, w, g, m, v, p, s);
 }

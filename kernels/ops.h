@@ -1,5 +1,7 @@
 // The op contract both backends implement (see op_list.inc for the conventions).
 #pragma once
+#include <vector>
+
 #include "core/stream.h"  // Stream: the CPU backend ignores it, CUDA reads a cudaStream_t
 #include "core/tensor.h"
 

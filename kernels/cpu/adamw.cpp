@@ -34,4 +34,18 @@ void adamw_update(Tensor w, Tensor g, Tensor m, Tensor v, const AdamWStep& p, St
   });
 }
 
+// The reference of the many-tensor op: the one-tensor op on each, in order.
+void adamw_update_many(const std::vector<Tensor>& w, const std::vector<Tensor>& g, const std::vector<Tensor>& m,
+                       const std::vector<Tensor>& v, const std::vector<float>& weight_decay, const AdamWStep& p,
+                       Stream s) {
+  BK_CHECK(g.size() == w.size() && m.size() == w.size() && v.size() == w.size() && weight_decay.size() == w.size(),
+           "adamw_update_many: {} w, {} g, {} m, {} v and {} weight decays; one of each per tensor", w.size(),
+           g.size(), m.size(), v.size(), weight_decay.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    AdamWStep pi = p;
+    pi.weight_decay = weight_decay[i];
+    adamw_update(w[i], g[i], m[i], v[i], pi, s);
+  }
+}
+
 }  // namespace bk::cpu

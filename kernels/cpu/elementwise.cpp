@@ -67,4 +67,14 @@ double sum_squares(Tensor x, Stream) {
   return total;
 }
 
+std::vector<double> sum_squares_many(const std::vector<Tensor>& x, Stream s) {
+  std::vector<double> out;
+  for (const Tensor& t : x) {
+    BK_CHECK(t.dtype == x.front().dtype, "sum_squares_many: tensors of {} and {}; one dtype for all",
+             dtype_name(x.front().dtype), dtype_name(t.dtype));
+    out.push_back(sum_squares(t, s));
+  }
+  return out;
+}
+
 }  // namespace bk::cpu

@@ -4,6 +4,10 @@
 // kSqChunk elements (the cut depends on n alone, never on the GPU), each chunk is summed by one
 // block in double in a fixed thread/tree order, then one block adds the chunk sums in a fixed
 // order. No atomics, so the result has the same bits in every run on a given GPU model.
+#include <cstring>
+#include <string>
+#include <vector>
+
 #include "core/buffer.h"
 #include "kernels/cuda/args.h"
 #include "kernels/cuda/common.cuh"
@@ -75,12 +79,10 @@ __device__ double block_sum_d(double v) {
   return warp_sum_d(v);
 }
 
-// partial[b] = sum of x^2 over chunk b, in double.
+// Sum of x^2 over [begin, end) in double by one block, in a fixed thread/tree order (valid in
+// thread 0). vec: x is 16-byte aligned (begin is a multiple of kSqChunk, so of kPack).
 template <typename T>
-__global__ void sumsq_chunks(const T* __restrict__ x, int64_t n, double* __restrict__ partial,
-                             bool vec) {
-  const int64_t begin = int64_t(blockIdx.x) * kSqChunk;
-  const int64_t end = begin + kSqChunk < n ? begin + kSqChunk : n;
+__device__ double chunk_sumsq(const T* __restrict__ x, int64_t begin, int64_t end, bool vec) {
   double s = 0;
   int64_t i = begin;
   if (vec) {
@@ -97,16 +99,66 @@ __global__ void sumsq_chunks(const T* __restrict__ x, int64_t n, double* __restr
     const double v = load(x, j);
     s += v * v;
   }
-  s = block_sum_d(s);
+  return block_sum_d(s);
+}
+
+// The sum of partial[0, count) by one block of kFinalThreads, in a fixed order (thread 0).
+__device__ double ordered_sum(const double* __restrict__ partial, int64_t count) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
+  return block_sum_d(s);
+}
+
+// partial[b] = sum of x^2 over chunk b, in double.
+template <typename T>
+__global__ void sumsq_chunks(const T* __restrict__ x, int64_t n, double* __restrict__ partial,
+                             bool vec) {
+  const int64_t begin = int64_t(blockIdx.x) * kSqChunk;
+  const double s = chunk_sumsq(x, begin, begin + kSqChunk < n ? begin + kSqChunk : n, vec);
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
 __global__ void sum_partials(const double* __restrict__ partial, int64_t count,
                              double* __restrict__ out) {
-  double s = 0;
-  for (int64_t i = threadIdx.x; i < count; i += blockDim.x) s += partial[i];
-  s = block_sum_d(s);
+  const double s = ordered_sum(partial, count);
   if (threadIdx.x == 0) *out = s;
+}
+
+// Many tensors: one entry per tensor; its chunks are blocks [first_chunk, first_chunk + chunks)
+// of one grid, so each chunk (and then each tensor's total) is summed exactly as above.
+struct SqEntry {
+  const void* x;
+  int64_t n, first_chunk, chunks;
+  int vec;
+};
+
+// The entry whose chunks hold global chunk c: the last one starting at or before it (entries
+// without elements start where the next one does and are never chosen).
+__device__ int entry_of(const SqEntry* e, int count, int64_t c) {
+  int lo = 0, hi = count - 1;
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (e[mid].first_chunk <= c) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+template <typename T>
+__global__ void sumsq_many_chunks(const SqEntry* __restrict__ e, int count, double* __restrict__ partial) {
+  const int64_t c = blockIdx.x;
+  const SqEntry t = e[entry_of(e, count, c)];
+  const int64_t begin = (c - t.first_chunk) * kSqChunk;
+  const double s = chunk_sumsq(static_cast<const T*>(t.x), begin,
+                               begin + kSqChunk < t.n ? begin + kSqChunk : t.n, t.vec != 0);
+  if (threadIdx.x == 0) partial[c] = s;
+}
+
+__global__ void sum_partials_many(const SqEntry* __restrict__ e, const double* __restrict__ partial,
+                                  double* __restrict__ out) {
+  const SqEntry t = e[blockIdx.x];
+  const double s = ordered_sum(partial + t.first_chunk, t.chunks);
+  if (threadIdx.x == 0) out[blockIdx.x] = s;
 }
 
 }  // namespace
@@ -176,6 +228,53 @@ double sum_squares(Tensor x, Stream s) {
                                 cudaMemcpyDeviceToHost, stream_of(s)));
   BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));
   return host.ptr<double>()[0];
+}
+
+}  // namespace bk::cuda
+
+namespace bk::cuda {
+
+// One upload of the entry table, two launches, one download: the grad norm of a step costs one
+// host synchronisation instead of one per parameter.
+std::vector<double> sum_squares_many(const std::vector<Tensor>& x, Stream s) {
+  const char* op = "sum_squares_many";
+  std::vector<double> out(x.size(), 0.0);
+  if (x.empty()) return out;
+  const DType dt = act_dtype(op, {{"x[0]", x.front()}});
+  std::vector<SqEntry> entries;
+  int64_t chunks = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const std::string name = fmt::format("x[{}]", i);
+    check_device(op, {name.c_str(), x[i]});
+    BK_CHECK(x[i].dtype == dt, "{}: {} is {} but x[0] is {}; one dtype for all", op, name,
+             dtype_name(x[i].dtype), dtype_name(dt));
+    const int64_t n = x[i].numel(), c = (n + kSqChunk - 1) / kSqChunk;
+    entries.push_back(SqEntry{x[i].data, n, chunks, c, aligned16({x[i].data}) ? 1 : 0});
+    chunks += c;
+  }
+  if (chunks == 0) return out;
+  BK_CHECK(chunks < (int64_t(1) << 31), "{}: {} chunks are too many for one grid", op, chunks);
+  const size_t table = sizeof(SqEntry) * entries.size();
+  Scratch dev(table + sizeof(double) * size_t(chunks + int64_t(entries.size())), s);
+  auto* dentries = dev.as<SqEntry>();
+  double* dpartial = reinterpret_cast<double*>(static_cast<char*>(dev.get()) + table);
+  double* dout = dpartial + chunks;
+  Buffer staged = Buffer::pinned({int64_t((table + 3) / 4)}, DType::i32);  // the table's bytes
+  std::memcpy(staged.tensor().data, entries.data(), table);
+  BK_CUDA_CHECK(cudaMemcpyAsync(dentries, staged.tensor().data, table, cudaMemcpyHostToDevice, stream_of(s)));
+  dispatch_float(dt, [&](auto tag) {
+    using T = typename decltype(tag)::type;
+    sumsq_many_chunks<T><<<unsigned(chunks), kThreads, 0, stream_of(s)>>>(dentries, int(entries.size()), dpartial);
+    BK_CUDA_CHECK_LAUNCH();
+  });
+  sum_partials_many<<<unsigned(entries.size()), kFinalThreads, 0, stream_of(s)>>>(dentries, dpartial, dout);
+  BK_CUDA_CHECK_LAUNCH();
+  Buffer host = Buffer::pinned({int64_t(entries.size())}, DType::f64);
+  BK_CUDA_CHECK(cudaMemcpyAsync(host.tensor().data, dout, sizeof(double) * entries.size(), cudaMemcpyDeviceToHost,
+                                stream_of(s)));
+  BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));  // also: `staged` may be freed now
+  std::memcpy(out.data(), host.tensor().data, sizeof(double) * out.size());
+  return out;
 }
 
 }  // namespace bk::cuda

@@ -72,8 +72,15 @@ struct DataParallelOptimizer::Group {
     const int P = comm->size();
     Buffer partial({P}, DType::f64);
     double* pp = partial.ptr<double>();
+    std::vector<Tensor> grads;
+    std::vector<int> owners;
     for (size_t i = 0; i < params.size(); ++i)
-      if (!zero1 || mine(i)) pp[owner[i]] += ops::sum_squares(params[i]->grad);
+      if (!zero1 || mine(i)) {
+        grads.push_back(params[i]->grad);
+        owners.push_back(owner[i]);
+      }
+    const std::vector<double> sums = ops::sum_squares_many(grads);  // parameter order, as before
+    for (size_t k = 0; k < sums.size(); ++k) pp[owners[k]] += sums[k];
     if (zero1) {
       Buffer all({P}, DType::f64);
       comm->all_gather(all, partial.tensor().rows(comm->rank(), comm->rank() + 1));

@@ -1,6 +1,7 @@
 #include "train/optimizer.h"
 
 #include <cmath>
+#include <vector>
 
 #include "kernels/ops.h"
 
@@ -14,26 +15,33 @@ AdamW::AdamW(const OptimizerConfig& cfg, ParamList params) : cfg_(cfg), params_(
 }
 
 double AdamW::grad_norm() const {
+  std::vector<Tensor> grads;
+  for (Param* p : params_) grads.push_back(p->grad);
   double sum = 0;
-  for (Param* p : params_) sum += ops::sum_squares(p->grad);
+  for (double s : ops::sum_squares_many(grads)) sum += s;  // in parameter order
   return std::sqrt(sum);
 }
 
 void AdamW::step(double lr, double clip_scale) {
   ++t_;
+  AdamWStep s;
+  s.lr = float(lr);
+  s.beta1 = float(cfg_.beta1);
+  s.beta2 = float(cfg_.beta2);
+  s.eps = float(cfg_.eps);
+  s.grad_scale = float(clip_scale);
+  s.step = t_;
+  std::vector<Tensor> w, g, m, v;
+  std::vector<float> decay;
   for (size_t i = 0; i < params_.size(); ++i) {
-    Param* p = params_[i];
-    AdamWStep s;
-    s.lr = float(lr);
-    s.beta1 = float(cfg_.beta1);
-    s.beta2 = float(cfg_.beta2);
-    s.eps = float(cfg_.eps);
-    s.weight_decay = p->decay ? float(cfg_.weight_decay) : 0.0f;
-    s.grad_scale = float(clip_scale);
-    s.step = t_;
-    ops::adamw_update(p->weights(), p->grad, m_[i], v_[i], s);
-    p->refresh();  // mixed precision: the bf16 working copy of the updated f32 master
+    w.push_back(params_[i]->weights());
+    g.push_back(params_[i]->grad);
+    m.push_back(m_[i]);
+    v.push_back(v_[i]);
+    decay.push_back(params_[i]->decay ? float(cfg_.weight_decay) : 0.0f);
   }
+  ops::adamw_update_many(w, g, m, v, decay, s);  // one launch on the GPU
+  for (Param* p : params_) p->refresh();         // mixed precision: the bf16 copies of the masters
 }
 
 std::vector<std::pair<std::string, Tensor>> AdamW::state_tensors() const {

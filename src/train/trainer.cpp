@@ -292,7 +292,7 @@ void Trainer::restore(const std::string& path) {
   // Resuming from an older checkpoint of this run would reach steps whose checkpoints exist.
   std::string newer;
   for (int64_t s : checkpoint_steps(run_dir_))
-    if (s > step_) newer += " " + checkpoint_dir(run_dir_, s);
+    if (s > step_) newer.append(" ").append(checkpoint_dir(run_dir_, s));  // not " " + ...: GCC 12's -Wrestrict false positive
   BK_CHECK(newer.empty(), "resuming {} from step {}, but newer checkpoints of this run exist:{}\ndelete them to "
            "continue from step {}, or resume into another run directory (--set run.dir=PATH)", run_dir_, step_,
            newer, step_);

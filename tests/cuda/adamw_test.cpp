@@ -1,6 +1,7 @@
 // Fused AdamW on the GPU against the CPU reference over several steps, with weight decay and
 // a clip scale, f32 and bf16 gradients, on the vector path and an unaligned scalar path.
 #include <cmath>
+#include <vector>
 
 #include "cuda/cuda_testing.h"
 
@@ -40,6 +41,62 @@ TEST(AdamWCudaArgs, MasterWeightsMustBeF32) {
   Buffer w = to_device(randn_f32({8}, 1), DType::bf16), g = to_device(randn_f32({8}, 2), DType::bf16);
   Buffer m = to_device(randn_f32({8}, 3), DType::f32), v = to_device(randn_f32({8}, 4), DType::f32);
   expect_error([&] { cuda::adamw_update(w, g, m, v, AdamWStep{}); }, {"adamw_update", "f32"});
+}
+
+// The one-launch step over many tensors (the trainer's) against the one-tensor kernel: the same
+// bits, for tensors that span several chunks, one empty, one misaligned view, bf16 and f32
+// gradients and per-tensor decays; and against the CPU like the one-tensor kernel.
+TEST(AdamWCudaMany, MatchesOneTensorKernelBitwise) {
+  const std::vector<int64_t> sizes = {70001, 5, 0, 8192, 300};
+  const std::vector<float> decays = {0.1f, 0.0f, 0.1f, 0.05f, 0.0f};
+  std::vector<Buffer> w1, m1, v1, w2, m2, v2, g, host_w, host_m, host_v, host_g;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const int64_t n = sizes[i] + (i == 4 ? 1 : 0);  // entry 4: a view one element in (unaligned)
+    Buffer w = randn_f32({n}, 20 + i), m = randn_f32({n}, 30 + i, 0.01), v = randn_f32({n}, 40 + i, 0.01);
+    for (int64_t k = 0; k < n; ++k) v.ptr<float>()[k] = std::abs(v.ptr<float>()[k]);
+    const DType gdt = i % 2 ? DType::bf16 : DType::f32;
+    Buffer gh = representable(randn_f32({n}, 50 + i), gdt);
+    w1.push_back(to_device(w, DType::f32)), w2.push_back(to_device(w, DType::f32));
+    m1.push_back(to_device(m, DType::f32)), m2.push_back(to_device(m, DType::f32));
+    v1.push_back(to_device(v, DType::f32)), v2.push_back(to_device(v, DType::f32));
+    g.push_back(to_device(gh, gdt));
+    host_w.push_back(std::move(w)), host_m.push_back(std::move(m)), host_v.push_back(std::move(v));
+    host_g.push_back(std::move(gh));
+  }
+  auto view = [&](const Buffer& b, size_t i) { return i == 4 ? b.tensor().rows(1, b.numel()) : b.tensor(); };
+  for (int step = 1; step <= 2; ++step) {
+    std::vector<Tensor> tw, tg, tm, tv;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      AdamWStep p{1e-2f, 0.9f, 0.95f, 1e-8f, decays[i], 0.5f, step};
+      cuda::adamw_update(view(w1[i], i), view(g[i], i), view(m1[i], i), view(v1[i], i), p);
+      tw.push_back(view(w2[i], i)), tg.push_back(view(g[i], i)), tm.push_back(view(m2[i], i));
+      tv.push_back(view(v2[i], i));
+    }
+    cuda::adamw_update_many(tw, tg, tm, tv, decays, AdamWStep{1e-2f, 0.9f, 0.95f, 1e-8f, 99.0f, 0.5f, step});
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    SCOPED_TRACE(testing::Message() << "tensor " << i);
+    EXPECT_TRUE(bitwise_equal_device(w1[i], w2[i]));
+    EXPECT_TRUE(bitwise_equal_device(m1[i], m2[i]));
+    EXPECT_TRUE(bitwise_equal_device(v1[i], v2[i]));
+  }
+  EXPECT_FALSE(bitwise_equal_device(w1[0], to_device(host_w[0], DType::f32)));  // the weights moved
+}
+
+TEST(SumSquaresCudaMany, MatchesOneTensorKernelBitwise) {
+  std::vector<Buffer> xs;
+  std::vector<Tensor> ts;
+  for (int64_t n : {int64_t(200003), int64_t(7), int64_t(0), int64_t(65536), int64_t(65537)}) {
+    xs.push_back(to_device(randn_f32({n}, 60 + uint64_t(n % 97)), DType::f32));
+    ts.push_back(xs.back());
+  }
+  ts.push_back(xs[0].tensor().rows(3, 1000));  // misaligned: the scalar path
+  const std::vector<double> got = cuda::sum_squares_many(ts);
+  ASSERT_EQ(got.size(), ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(got[i], cuda::sum_squares(ts[i])) << i;
+  EXPECT_EQ(got[2], 0.0);
+  EXPECT_GT(got[0], 0.9 * 200003);
+  EXPECT_TRUE(cuda::sum_squares_many({}).empty());
 }
 
 }  // namespace

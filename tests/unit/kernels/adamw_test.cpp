@@ -73,5 +73,56 @@ TEST(AdamW, RejectsBadArguments) {
   expect_error([&] { ops::adamw_update(w, m, m, v, hyper(0)); }, {"adamw_update", "step is 0"});
 }
 
+// The many-tensor step is the one-tensor step on each tensor with its own weight decay: the
+// same bits, over tensors of several sizes (one empty) and two decays.
+TEST(AdamW, ManyTensorsMatchOneAtATime) {
+  const std::vector<int64_t> sizes = {37, 1, 0, 300};
+  const std::vector<float> decays = {0.1f, 0.0f, 0.1f, 0.0f};
+  std::vector<Buffer> w1, m1, v1, g, w2, m2, v2;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    w1.push_back(cast(randn({sizes[i]}, 200 + i), DType::f32));
+    w2.push_back(clone(w1.back()));
+    for (auto* b : {&m1, &v1, &m2, &v2}) b->emplace_back(Shape{sizes[i]}, DType::f32);
+    g.push_back(cast(randn({sizes[i]}, 300 + i), DType::f32));
+  }
+  for (int t = 1; t <= 3; ++t) {
+    std::vector<Tensor> tw, tg, tm, tv;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      AdamWStep p = hyper(t);
+      p.weight_decay = decays[i];
+      ops::adamw_update(w1[i], g[i], m1[i], v1[i], p);
+      tw.push_back(w2[i]), tg.push_back(g[i]), tm.push_back(m2[i]), tv.push_back(v2[i]);
+    }
+    AdamWStep p = hyper(t);
+    p.weight_decay = 123.0f;  // ignored: the list's decays apply
+    ops::adamw_update_many(tw, tg, tm, tv, decays, p);
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    EXPECT_TRUE(bitwise_equal(w1[i], w2[i])) << "w" << i;
+    EXPECT_TRUE(bitwise_equal(m1[i], m2[i])) << "m" << i;
+    EXPECT_TRUE(bitwise_equal(v1[i], v2[i])) << "v" << i;
+  }
+  EXPECT_FALSE(bitwise_equal(w1[0], cast(randn({37}, 200), DType::f32)));  // not vacuous: w moved
+  std::vector<Tensor> one = {w2[0]};
+  expect_error([&] { ops::adamw_update_many(one, one, one, {}, {0.1f}, hyper(1)); },
+               {"adamw_update_many", "0 v"});
+}
+
+TEST(SumSquares, ManyTensorsMatchOneAtATime) {
+  std::vector<Buffer> xs;
+  std::vector<Tensor> ts;
+  for (int64_t n : {int64_t(70001), int64_t(3), int64_t(0)}) {
+    xs.push_back(cast(randn({n}, 400 + uint64_t(n)), DType::f32));
+    ts.push_back(xs.back());
+  }
+  const std::vector<double> got = ops::sum_squares_many(ts);
+  ASSERT_EQ(got.size(), ts.size());
+  for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(got[i], ops::sum_squares(ts[i])) << i;
+  EXPECT_GT(got[0], 0.0);
+  Buffer d = cast(randn({4}, 9), DType::f64);
+  expect_error([&] { ops::sum_squares_many({ts[0], d}); }, {"sum_squares_many", "one dtype"});
+  EXPECT_TRUE(ops::sum_squares_many({}).empty());
+}
+
 }  // namespace
 }  // namespace bk::test
