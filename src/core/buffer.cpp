@@ -44,16 +44,25 @@ void Buffer::Free::operator()(void* p) const {
   }
 }
 
-Buffer::Buffer(Shape shape, DType dtype) : shape_(shape), dtype_(dtype) {
-  size_t bytes = nbytes();
-  size_t rounded = (bytes + 63) / 64 * 64;
-  if (rounded == 0) rounded = 64;
-  void* p = std::aligned_alloc(64, rounded);
-  BK_CHECK(p != nullptr, "out of host memory allocating {} bytes for a tensor of shape {}", rounded,
-           shape.str());
-  std::memset(p, 0, rounded);
-  mem_ = std::unique_ptr<void, Free>(p, Free{Kind::host, rounded});
-  host_allocated(rounded);
+Buffer::Buffer(Shape shape, DType dtype) : Buffer(shape, dtype, Device::cpu, Stream{}, true) {}
+
+namespace {
+std::atomic<int> g_poison{-1};  // -1: not decided yet (the environment decides)
+}  // namespace
+
+void set_poison_uninitialized(bool on) { g_poison.store(on ? 1 : 0); }
+bool poison_uninitialized() {
+  int p = g_poison.load();
+  if (p < 0) {
+    const char* env = std::getenv("BIRKHOFF_POISON_BUFFERS");
+    p = env && *env && std::strcmp(env, "0") != 0 ? 1 : 0;
+    g_poison.store(p);
+  }
+  return p == 1;
+}
+
+Buffer Buffer::uninitialized(Shape shape, DType dtype, Device device) {
+  return Buffer(shape, dtype, device, Stream{}, false);
 }
 
 HostTensorBytes host_tensor_bytes() { return {g_host_live.load(), g_host_peak.load()}; }
@@ -63,16 +72,28 @@ Buffer::Buffer(Shape shape, DType dtype, Device device)
     : Buffer(shape, dtype, device, Stream{}) {}  // CUDA: the default stream
 
 Buffer::Buffer(Shape shape, DType dtype, Device device, Stream stream)
+    : Buffer(shape, dtype, device, stream, true) {}
+
+Buffer::Buffer(Shape shape, DType dtype, Device device, Stream stream, bool zeroed)
     : shape_(shape), dtype_(dtype), device_(device), stream_(stream) {
+  const int fill = zeroed ? 0 : poison_uninitialized() ? 0xFF : -1;  // -1: leave as is
   if (device == Device::cpu) {
-    *this = Buffer(shape, dtype);
+    size_t rounded = (nbytes() + 63) / 64 * 64;
+    if (rounded == 0) rounded = 64;
+    void* p = std::aligned_alloc(64, rounded);
+    BK_CHECK(p != nullptr, "out of host memory allocating {} bytes for a tensor of shape {}", rounded,
+             shape.str());
+    if (fill >= 0) std::memset(p, fill, rounded);
+    mem_ = std::unique_ptr<void, Free>(p, Free{Kind::host, rounded});
+    host_allocated(rounded);
     return;
   }
 #ifdef BIRKHOFF_WITH_CUDA
   stream_ = resolve_stream(stream);
   mem_ = std::unique_ptr<void, Free>(device_allocator().allocate(nbytes(), stream),
                                      Free{Kind::device});
-  zero();
+  if (fill >= 0 && nbytes() > 0)
+    BK_CUDA_CHECK(cudaMemsetAsync(mem_.get(), fill, nbytes(), static_cast<cudaStream_t>(stream_.handle)));
 #else
   no_cuda("a CUDA buffer");
 #endif

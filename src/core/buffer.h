@@ -26,6 +26,11 @@ class Buffer {
   Buffer(Shape shape, DType dtype, Device device, Stream stream);
   // Page-locked host memory, zeroed.
   static Buffer pinned(Shape shape, DType dtype = DType::f32);
+  // Storage whose contents are undefined (no zeroing pass: on the GPU a memset per activation
+  // would cost a few percent of a step), for outputs an op overwrites entirely. With
+  // set_poison_uninitialized(true) (tests; env BIRKHOFF_POISON_BUFFERS=1) it is filled with
+  // 0xFF bytes instead (NaN in every float dtype), so a read before a write shows.
+  static Buffer uninitialized(Shape shape, DType dtype, Device device);
   Buffer(Buffer&&) noexcept = default;
   Buffer& operator=(Buffer&&) noexcept = default;
 
@@ -57,6 +62,7 @@ class Buffer {
 
  private:
   enum class Kind : uint8_t { host, pinned, device };
+  Buffer(Shape shape, DType dtype, Device device, Stream stream, bool zeroed);
   struct Free {
     Kind kind;
     size_t host_bytes;  // host kind: bytes allocated (host_tensor_bytes accounting)
@@ -70,6 +76,9 @@ class Buffer {
   Device device_ = Device::cpu;
   Stream stream_;
 };
+
+void set_poison_uninitialized(bool on);
+bool poison_uninitialized();
 
 // Bytes of host tensor storage (CPU Buffers, not pinned) alive now and at the peak since the
 // last reset: what the activation-memory accounting of recomputation is checked against.

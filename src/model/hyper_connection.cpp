@@ -10,7 +10,7 @@ namespace {
 // A copy in the tensor's own dtype on `device`: in stream order on the same device, a
 // synchronous transfer to the host (a probe's coefficients).
 Buffer copy_of(Tensor t, Device device) {
-  Buffer b(t.shape, t.dtype, device);
+  Buffer b = Buffer::uninitialized(t.shape, t.dtype, device);
   if (device == t.device) ops::copy(b, t);
   else b.upload(t);
   return b;

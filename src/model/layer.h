@@ -60,11 +60,13 @@ class Layer {
   // Model::place moves the parameters.
   virtual void set_format(const ActivationFormat& f) { fmt_ = f; }
   const ActivationFormat& format() const { return fmt_; }
-  // A zeroed buffer for y of forward: out_width() per token, an activation (the head overrides it:
+  // The buffer for y of forward: out_width() per token, an activation (the head overrides it:
   // its y is one loss per token, a statistic).
   virtual Buffer output(int64_t tokens) const { return buffer({tokens, out_width()}); }
-  // A zeroed activation buffer in this layer's format (its input gradient, its saved input).
-  Buffer buffer(Shape s) const { return Buffer(s, fmt_.dtype, fmt_.device); }
+  // An activation buffer in this layer's format (its input gradient, its saved input). Its
+  // contents are undefined (Buffer::uninitialized): every op overwrites its outputs; an
+  // accumulating target is zeroed explicitly.
+  Buffer buffer(Shape s) const { return Buffer::uninitialized(s, fmt_.dtype, fmt_.device); }
   // Layers this one runs inside it (a connector's sublayer, the MTP modules' layers), so the
   // model can find every MoE layer.
   virtual std::vector<Layer*> children() { return {}; }
@@ -75,8 +77,8 @@ class Layer {
   }
 
  protected:
-  Buffer stats_buffer(Shape s) const { return Buffer(s, fmt_.stats(), fmt_.device); }
-  Buffer index_buffer(Shape s) const { return Buffer(s, DType::i32, fmt_.device); }
+  Buffer stats_buffer(Shape s) const { return Buffer::uninitialized(s, fmt_.stats(), fmt_.device); }
+  Buffer index_buffer(Shape s) const { return Buffer::uninitialized(s, DType::i32, fmt_.device); }
   // A device copy of host i32 data (token ids, targets), in this layer's format.
   Buffer upload_indices(const int32_t* host, int64_t n) const {
     Buffer b = index_buffer({n});

@@ -155,6 +155,7 @@ void Moe::backward_input(const MicroBatch& mb, Tensor dy, Tensor dx) {
   Buffer dscores;
   if (cfg_.balance_loss_weight > 0) {
     dscores = stats_buffer({N, E});
+    dscores.zero();  // the balance loss's backward accumulates
     ops::moe_balance_loss_backward(dscores, st.scores, st.idx, mb.B, float(cfg_.balance_loss_weight),
                                    mb.loss_scale * float(N));
   }
