@@ -14,6 +14,7 @@
 
 #include "kernels/cuda/args.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/multi_tensor.cuh"
 #include "kernels/cuda/scratch.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -72,16 +73,6 @@ struct AdamEntry {
   float wd;
   int g_bf16, vec;
 };
-
-__device__ int entry_of(const AdamEntry* e, int count, int64_t c) {  // the last entry starting <= c
-  int lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (e[mid].first_chunk <= c) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
 
 template <typename TG>
 __device__ void adamw_range(const AdamEntry& t, int64_t begin, int64_t end, Coeffs c) {

@@ -11,6 +11,7 @@
 #include "core/buffer.h"
 #include "kernels/cuda/args.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/multi_tensor.cuh"
 #include "kernels/cuda/scratch.h"
 #include "kernels/cuda/vec.cuh"
 
@@ -131,18 +132,6 @@ struct SqEntry {
   int64_t n, first_chunk, chunks;
   int vec;
 };
-
-// The entry whose chunks hold global chunk c: the last one starting at or before it (entries
-// without elements start where the next one does and are never chosen).
-__device__ int entry_of(const SqEntry* e, int count, int64_t c) {
-  int lo = 0, hi = count - 1;
-  while (lo < hi) {
-    const int mid = (lo + hi + 1) / 2;
-    if (e[mid].first_chunk <= c) lo = mid;
-    else hi = mid - 1;
-  }
-  return lo;
-}
 
 template <typename T>
 __global__ void sumsq_many_chunks(const SqEntry* __restrict__ e, int count, double* __restrict__ partial) {
