@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "core/buffer.h"
-#include "core/cuda/device.h"
 
 #include "kernels/cuda/args.h"
 #include "kernels/cuda/common.cuh"
@@ -170,19 +169,18 @@ void adamw_update_many(const std::vector<Tensor>& w, const std::vector<Tensor>& 
   }
   if (chunks == 0) return;
   BK_CHECK(chunks < (int64_t(1) << 31), "{}: {} chunks are too many for one grid", op, chunks);
-  // The table goes up from pinned memory in stream order; the host waits for that copy (not for
-  // the update) before the staging memory can be reused.
+  // The table goes up from pinned memory in stream order, and the host waits for that copy
+  // (and so for the work queued before it: after the grad norm's synchronisation, nothing)
+  // before launching, so the staging memory is free on every path out of here.
   const size_t table = sizeof(AdamEntry) * entries.size();
   Scratch dev(table, s);
   Buffer staged = Buffer::pinned({int64_t((table + 3) / 4)}, DType::i32);
   std::memcpy(staged.tensor().data, entries.data(), table);
   BK_CUDA_CHECK(cudaMemcpyAsync(dev.get(), staged.tensor().data, table, cudaMemcpyHostToDevice, stream_of(s)));
-  Event copied;
-  copied.record(s);
+  BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));
   adamw_many_kernel<<<unsigned(chunks), kThreads, 0, stream_of(s)>>>(dev.as<AdamEntry>(), int(entries.size()),
                                                                       coeffs_of(p));
   BK_CUDA_CHECK_LAUNCH();
-  copied.synchronize();  // `staged` is freed on return
 }
 
 }  // namespace bk::cuda

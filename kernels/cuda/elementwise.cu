@@ -251,6 +251,7 @@ std::vector<double> sum_squares_many(const std::vector<Tensor>& x, Stream s) {
   Buffer staged = Buffer::pinned({int64_t((table + 3) / 4)}, DType::i32);  // the table's bytes
   std::memcpy(staged.tensor().data, entries.data(), table);
   BK_CUDA_CHECK(cudaMemcpyAsync(dentries, staged.tensor().data, table, cudaMemcpyHostToDevice, stream_of(s)));
+  BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));  // `staged` is free on every path from here
   dispatch_float(dt, [&](auto tag) {
     using T = typename decltype(tag)::type;
     sumsq_many_chunks<T><<<unsigned(chunks), kThreads, 0, stream_of(s)>>>(dentries, int(entries.size()), dpartial);
@@ -261,7 +262,7 @@ std::vector<double> sum_squares_many(const std::vector<Tensor>& x, Stream s) {
   Buffer host = Buffer::pinned({int64_t(entries.size())}, DType::f64);
   BK_CUDA_CHECK(cudaMemcpyAsync(host.tensor().data, dout, sizeof(double) * entries.size(), cudaMemcpyDeviceToHost,
                                 stream_of(s)));
-  BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));  // also: `staged` may be freed now
+  BK_CUDA_CHECK(cudaStreamSynchronize(stream_of(s)));
   std::memcpy(out.data(), host.tensor().data, sizeof(double) * out.size());
   return out;
 }

@@ -78,6 +78,7 @@ Buffer::Buffer(Shape shape, DType dtype, Device device, Stream stream, bool zero
     : shape_(shape), dtype_(dtype), device_(device), stream_(stream) {
   const int fill = zeroed ? 0 : poison_uninitialized() ? 0xFF : -1;  // -1: leave as is
   if (device == Device::cpu) {
+    stream_ = Stream{};  // a CPU buffer: the default stream (buffer.h)
     size_t rounded = (nbytes() + 63) / 64 * 64;
     if (rounded == 0) rounded = 64;
     void* p = std::aligned_alloc(64, rounded);

@@ -1,5 +1,8 @@
 #include "train/compute_device.h"
 
+#include <cstdio>
+#include <exception>
+
 #include "core/error.h"
 
 #ifdef BIRKHOFF_WITH_CUDA
@@ -65,8 +68,12 @@ ComputeDevice::~ComputeDevice() {
   // Cached blocks belong to this context's streams, which die with it: give them back (another
   // ComputeDevice in this process, e.g. a second trainer, makes new streams).
   if (gpu_) {
-    gpu_->ctx.synchronize();
-    device_allocator().release_cached();
+    try {  // a destructor, possibly unwinding a CUDA error: report, never throw
+      gpu_->ctx.synchronize();
+      device_allocator().release_cached();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "warning: releasing the GPU's cached memory: %s\n", e.what());
+    }
   }
 #endif
 }

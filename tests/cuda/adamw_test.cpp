@@ -44,14 +44,15 @@ TEST(AdamWCudaArgs, MasterWeightsMustBeF32) {
 }
 
 // The one-launch step over many tensors (the trainer's) against the one-tensor kernel: the same
-// bits, for tensors that span several chunks, one empty, one misaligned view, bf16 and f32
-// gradients and per-tensor decays; and against the CPU like the one-tensor kernel.
+// bits, for tensors that span several chunks, empty ones first, in the middle and last (the
+// entry lookup's edge cases), one misaligned view, bf16 and f32 gradients and per-tensor decays.
 TEST(AdamWCudaMany, MatchesOneTensorKernelBitwise) {
-  const std::vector<int64_t> sizes = {70001, 5, 0, 8192, 300};
-  const std::vector<float> decays = {0.1f, 0.0f, 0.1f, 0.05f, 0.0f};
-  std::vector<Buffer> w1, m1, v1, w2, m2, v2, g, host_w, host_m, host_v, host_g;
+  const std::vector<int64_t> sizes = {0, 70001, 5, 0, 300, 8192, 0};
+  const std::vector<float> decays = {0.1f, 0.1f, 0.0f, 0.1f, 0.0f, 0.05f, 0.1f};
+  const size_t kView = 4;  // this entry is a view one element in (not 16-byte aligned)
+  std::vector<Buffer> w1, m1, v1, w2, m2, v2, g, host_w;
   for (size_t i = 0; i < sizes.size(); ++i) {
-    const int64_t n = sizes[i] + (i == 4 ? 1 : 0);  // entry 4: a view one element in (unaligned)
+    const int64_t n = sizes[i] + (i == kView ? 1 : 0);
     Buffer w = randn_f32({n}, 20 + i), m = randn_f32({n}, 30 + i, 0.01), v = randn_f32({n}, 40 + i, 0.01);
     for (int64_t k = 0; k < n; ++k) v.ptr<float>()[k] = std::abs(v.ptr<float>()[k]);
     const DType gdt = i % 2 ? DType::bf16 : DType::f32;
@@ -60,10 +61,9 @@ TEST(AdamWCudaMany, MatchesOneTensorKernelBitwise) {
     m1.push_back(to_device(m, DType::f32)), m2.push_back(to_device(m, DType::f32));
     v1.push_back(to_device(v, DType::f32)), v2.push_back(to_device(v, DType::f32));
     g.push_back(to_device(gh, gdt));
-    host_w.push_back(std::move(w)), host_m.push_back(std::move(m)), host_v.push_back(std::move(v));
-    host_g.push_back(std::move(gh));
+    host_w.push_back(std::move(w));
   }
-  auto view = [&](const Buffer& b, size_t i) { return i == 4 ? b.tensor().rows(1, b.numel()) : b.tensor(); };
+  auto view = [&](const Buffer& b, size_t i) { return i == kView ? b.tensor().rows(1, b.numel()) : b.tensor(); };
   for (int step = 1; step <= 2; ++step) {
     std::vector<Tensor> tw, tg, tm, tv;
     for (size_t i = 0; i < sizes.size(); ++i) {
@@ -80,22 +80,29 @@ TEST(AdamWCudaMany, MatchesOneTensorKernelBitwise) {
     EXPECT_TRUE(bitwise_equal_device(m1[i], m2[i]));
     EXPECT_TRUE(bitwise_equal_device(v1[i], v2[i]));
   }
-  EXPECT_FALSE(bitwise_equal_device(w1[0], to_device(host_w[0], DType::f32)));  // the weights moved
+  EXPECT_FALSE(bitwise_equal_device(w1[1], to_device(host_w[1], DType::f32)));  // the weights moved
 }
 
+// Every sum the same bits as sum_squares of that tensor, f32 and bf16, with empty tensors first,
+// in the middle and last, tensors of several chunks and a misaligned view (the scalar path).
 TEST(SumSquaresCudaMany, MatchesOneTensorKernelBitwise) {
-  std::vector<Buffer> xs;
-  std::vector<Tensor> ts;
-  for (int64_t n : {int64_t(200003), int64_t(7), int64_t(0), int64_t(65536), int64_t(65537)}) {
-    xs.push_back(to_device(randn_f32({n}, 60 + uint64_t(n % 97)), DType::f32));
-    ts.push_back(xs.back());
+  for (DType dt : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    std::vector<Buffer> xs;
+    std::vector<Tensor> ts;
+    for (int64_t n : {int64_t(0), int64_t(200003), int64_t(7), int64_t(0), int64_t(65536), int64_t(65537),
+                      int64_t(0)}) {
+      xs.push_back(to_device(representable(randn_f32({n}, 60 + uint64_t(n % 97)), dt), dt));
+      ts.push_back(xs.back());
+    }
+    ts.insert(ts.begin() + 3, xs[1].tensor().rows(3, 1000));  // misaligned
+    const std::vector<double> got = cuda::sum_squares_many(ts);
+    ASSERT_EQ(got.size(), ts.size());
+    for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(got[i], cuda::sum_squares(ts[i])) << i;
+    EXPECT_EQ(got[0], 0.0);
+    EXPECT_EQ(got.back(), 0.0);
+    EXPECT_GT(got[1], 0.9 * 200003);
   }
-  ts.push_back(xs[0].tensor().rows(3, 1000));  // misaligned: the scalar path
-  const std::vector<double> got = cuda::sum_squares_many(ts);
-  ASSERT_EQ(got.size(), ts.size());
-  for (size_t i = 0; i < ts.size(); ++i) EXPECT_EQ(got[i], cuda::sum_squares(ts[i])) << i;
-  EXPECT_EQ(got[2], 0.0);
-  EXPECT_GT(got[0], 0.9 * 200003);
   EXPECT_TRUE(cuda::sum_squares_many({}).empty());
 }
 

@@ -22,6 +22,7 @@
 
 #include "config/load.h"
 #include "core/rng.h"
+#include "io/checkpoint.h"
 #include "io/token_shard.h"
 #include "train/trainer.h"
 
@@ -44,13 +45,17 @@ void write_shard(const std::string& path, uint64_t seed, int64_t n) {
 struct Fixture {
   fs::path dir;
   Fixture() {
+    set_poison_uninitialized(true);  // an unwritten activation element shows up as NaN
     dir = fs::temp_directory_path() / ("bk_trainer_gpu_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
     write_shard((dir / "train.bin").string(), 1, 200000);
     write_shard((dir / "val.bin").string(), 2, 20000);
   }
-  ~Fixture() { fs::remove_all(dir); }
+  ~Fixture() {
+    set_poison_uninitialized(false);
+    fs::remove_all(dir);
+  }
 
   Config config(const std::string& run, int steps, const std::vector<std::string>& extra = {}) const {
     const std::string yaml = R"(
@@ -115,13 +120,30 @@ TEST(TrainerGpu, TwentyStepsAreDeterministic) {
   EXPECT_LT(a.at(20), a.at(1) - 0.3) << "the loss did not fall: the GPU run does not train";
 }
 
+std::vector<std::string> lines_of(const fs::path& file) {
+  std::vector<std::string> out;
+  std::ifstream f(file);
+  for (std::string line; std::getline(f, line);) out.push_back(line);
+  return out;
+}
+
 TEST(TrainerGpu, ResumeContinuesTheRunExactly) {
   Fixture fx;
   const auto whole = fx.train(fx.config("whole", 12));
   fx.train(fx.config("split", 12, {"training.stop_at_step=6"}));
+  const fs::path split_dir = fx.dir / "split";
+  const std::vector<int64_t> saved = checkpoint_steps(split_dir.string());
+  ASSERT_EQ(saved, std::vector<int64_t>{6}) << "the stopped run saved no step-6 checkpoint";
+  const std::vector<std::string> before = lines_of(split_dir / "metrics.jsonl");
+  ASSERT_EQ(before.size(), 6u);
   TrainOptions resume;
   resume.resume = "auto";
   const auto split = fx.train(fx.config("split", 12), resume);
+  // A resume appends: the first run's 6 records stay byte for byte (their timings included),
+  // which a run restarted from scratch (deterministic, so with the same losses) would rewrite.
+  const std::vector<std::string> after = lines_of(split_dir / "metrics.jsonl");
+  ASSERT_EQ(after.size(), 12u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(after[i], before[i]) << "record " << i << " was rewritten: no resume";
   for (int64_t s = 1; s <= 12; ++s) EXPECT_EQ(split.at(s), whole.at(s)) << "step " << s;
 }
 
