@@ -169,20 +169,7 @@ void write_kind(const fs::path& tmp, const char* kind, int64_t step, const std::
                 int shard, int shards, nlohmann::json& files) {
   const std::string name = shard < 0 ? std::string(kind) + ".safetensors"
                                      : fmt::format("{}-{:05d}-of-{:05d}.safetensors", kind, shard + 1, shards);
-  // GPU tensors are written from host copies (one tensor's worth at a time would need a
-  // streaming writer; the copies live until the file is written).
-  std::vector<Buffer> staged;
-  std::vector<NamedTensor> on_host;
-  for (const NamedTensor& t : tensors) {
-    if (t.tensor.device == Device::cpu) {
-      on_host.push_back(t);
-      continue;
-    }
-    staged.emplace_back(t.tensor.shape, t.tensor.dtype);
-    staged.back().upload(t.tensor);
-    on_host.push_back({t.name, staged.back().tensor()});
-  }
-  SafetensorsWritten w = write_safetensors((tmp / name).string(), on_host,
+  SafetensorsWritten w = write_safetensors((tmp / name).string(), tensors,
                                            {{"format", "birkhoff"}, {"kind", kind}, {"step", std::to_string(step)}});
   fsync_path(tmp / name);
   files[name] = {{"bytes", w.bytes}, {"crc32c", hex32(w.crc32c)}};

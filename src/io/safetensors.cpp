@@ -5,6 +5,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/buffer.h"
 #include "core/crc32c.h"
 
 namespace bk {
@@ -39,7 +40,6 @@ SafetensorsWritten write_safetensors(const std::string& path, const std::vector<
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const NamedTensor& t : tensors) {
-    BK_CHECK(t.tensor.device == Device::cpu, "write_safetensors {}: tensor {} is not on the CPU", path, t.name);
     BK_CHECK(!t.name.empty() && t.name != "__metadata__", "write_safetensors {}: bad tensor name '{}'", path, t.name);
     BK_CHECK(!header.contains(t.name), "write_safetensors {}: duplicate tensor name {}", path, t.name);
     std::vector<int64_t> shape(t.tensor.shape.d.begin(), t.tensor.shape.d.begin() + t.tensor.ndim());
@@ -62,7 +62,15 @@ SafetensorsWritten write_safetensors(const std::string& path, const std::vector<
   for (int i = 0; i < 8; ++i) len[i] = uint8_t(n >> (8 * i));
   put(len, 8);
   put(json.data(), json.size());
-  for (const NamedTensor& t : tensors) put(t.tensor.data, t.tensor.nbytes());
+  for (const NamedTensor& t : tensors) {
+    if (t.tensor.device == Device::cpu) {
+      put(t.tensor.data, t.tensor.nbytes());
+      continue;
+    }
+    Buffer staged(t.tensor.shape, t.tensor.dtype);  // a GPU tensor: one host copy at a time
+    staged.upload(t.tensor);
+    put(staged.tensor().data, staged.nbytes());
+  }
   f.flush();
   BK_CHECK(f.good(), "error writing {} (disk full?)", path);
   return out;

@@ -15,7 +15,7 @@ namespace bk {
 
 struct NamedTensor {
   std::string name;
-  Tensor tensor;  // CPU view; written as-is
+  Tensor tensor;  // written as-is; a GPU tensor through a host copy of it alone
 };
 
 // The file's dtype name: F32, BF16, F64, I32, I64.
@@ -27,7 +27,7 @@ struct SafetensorsWritten {
 };
 
 // Writes `path` (the caller makes it atomic by writing into a temporary directory). Tensors are
-// stored in the order given, 8-byte aligned (the header is padded with spaces). Returns the
+// stored in the order given (GPU tensors staged through host memory one at a time), 8-byte aligned (the header is padded with spaces). Returns the
 // size and checksum of what it wrote, so the caller need not read the file back.
 SafetensorsWritten write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                                      const std::map<std::string, std::string>& metadata = {});
