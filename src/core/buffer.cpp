@@ -184,6 +184,12 @@ void Buffer::fill(double v) {
   }
 }
 
+Buffer Buffer::to(DType dtype, Device device) const {
+  Buffer host = to_device(Device::cpu);
+  if (host.dtype() != dtype) host = host.to(dtype);
+  return device == Device::cpu ? std::move(host) : host.to_device(device);
+}
+
 Buffer Buffer::to(DType dtype) const {
   BK_CHECK(device_ == Device::cpu, "Buffer::to: a CUDA buffer; download it first");
   BK_CHECK((dtype_ == DType::f32 || dtype_ == DType::f64) && (dtype == DType::f32 || dtype == DType::f64),

@@ -49,6 +49,9 @@ class Buffer {
   void fill(double v);  // f32 or f64 (CUDA: through a host staging copy, synchronous)
   // A copy converted to another floating dtype (f32 <-> f64), CPU buffers only.
   Buffer to(DType dtype) const;
+  // A copy in `dtype` (f32 <-> f64, converted on the host) on `device`, from any device:
+  // placing weights and model state (synchronous).
+  Buffer to(DType dtype, Device device) const;
 
   // Transfers between this buffer and a tensor of the same dtype and element count on any
   // device, in stream order on this buffer's stream (a CPU buffer: the default stream), then

@@ -45,11 +45,7 @@ void Moe::init(uint64_t seed, double std, double out_std) {
 
 void Moe::set_format(const ActivationFormat& f) {
   // The bias is a statistic-like f32 (f64) vector next to the scores, on their device.
-  Buffer host({bias_.numel()}, bias_.dtype());
-  host.upload(bias_);
-  if (host.dtype() != f.stats()) host = host.to(f.stats());
-  bias_ = Buffer(host.shape(), host.dtype(), f.device);
-  bias_.upload(host);
+  bias_ = bias_.to(f.stats(), f.device);
   Layer::set_format(f);
 }
 

@@ -19,17 +19,9 @@ void Param::refresh() {
 void Param::place(Device device, DType working) {
   const DType full = working == DType::f64 ? DType::f64 : DType::f32;
   const DType work = full_precision ? full : working;
-  // The full-precision weights, on the device (f32 <-> f64 converts on the CPU first: the GPU
-  // kernels have no f64).
-  Buffer host(value.shape(), weights().dtype);
-  host.upload(weights());
-  if (host.dtype() != full) {
-    Buffer converted(host.shape(), full);
-    ops::copy(converted, host);
-    host = std::move(converted);
-  }
-  Buffer on_device(host.shape(), full, device);
-  on_device.upload(host);
+  // The full-precision weights on the device (f32 <-> f64 converted on the host: the GPU kernels
+  // have no f64).
+  Buffer on_device = (master.empty() ? value : master).to(full, device);
   if (work == full) {
     value = std::move(on_device);
     master = Buffer();
